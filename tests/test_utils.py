@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from gptlib.utils import progress, set_seed
+
+
+def test_set_seed_repeats_torch_draws():
+    set_seed(3)
+    a = torch.randn(5)
+    set_seed(3)
+    assert torch.equal(a, torch.randn(5))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
+def test_set_seed_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="non-negative int"):
+        set_seed(bad)
+
+
+def test_final_mode_prints_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("GPTLIB_PROGRESS", "final")
+    bar = progress(range(300), desc="work")
+    for _ in bar:
+        pass
+    bar.close()
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.count("\n") == 1 and "work: 100%" in out and "300/300" in out and "\r" not in out
+
+
+def test_off_mode_is_silent(monkeypatch, capsys):
+    monkeypatch.setenv("GPTLIB_PROGRESS", "off")
+    for _ in progress(range(10)):
+        pass
+    assert capsys.readouterr() == ("", "")
+
+
+def test_unknown_mode_is_an_error(monkeypatch):
+    monkeypatch.setenv("GPTLIB_PROGRESS", "fancy")
+    with pytest.raises(ValueError, match="GPTLIB_PROGRESS must be one of"):
+        progress(range(3))
