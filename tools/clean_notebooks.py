@@ -23,6 +23,11 @@ NB_METADATA = {
 CELL_METADATA_KEYS = {"tags", "mystnb"}  # mystnb: figure captions and names
 
 
+# Cells that matter when running a notebook but not when reading the website: the Colab set-up
+# cell and the `#| default_exp` marker. They get the tag that hides them from the built page.
+HIDDEN_ON_WEBSITE = ('"google.colab" in sys.modules', "#| default_exp")
+
+
 def clean(nb: dict) -> dict:
     """The notebook with outputs and non-essential metadata removed (a new dict)."""
     out = {"cells": [], "metadata": NB_METADATA, "nbformat": 4, "nbformat_minor": 5}
@@ -32,6 +37,10 @@ def clean(nb: dict) -> dict:
              "source": cell["source"]}
         if isinstance(c["source"], list):
             c["source"] = "".join(c["source"])
+        if cell["cell_type"] == "code" and any(m in c["source"] for m in HIDDEN_ON_WEBSITE):
+            tags = c["metadata"].get("tags", [])
+            if "remove-cell" not in tags:
+                c["metadata"]["tags"] = [*tags, "remove-cell"]
         if cell["cell_type"] == "code":
             c["execution_count"] = None
             c["outputs"] = []
