@@ -27,7 +27,7 @@ book: install
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees
 	jupyter-book build . --all -W -n --keep-going
 
-site-check:
+site-check: install
 	$(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots
 
 export:

@@ -8,6 +8,19 @@ is told to print one final line instead. The kernels that myst-nb starts inherit
 import os
 
 
+def _one_copy_of_each_script(app, pagename, templatename, context, doctree):
+    """sphinx-thebe 0.3.1 under Sphinx 7.4 writes its inline config script twice (a JS SyntaxError)."""
+    seen, unique = set(), []
+    for js in context.get("script_files", []):
+        key = (getattr(js, "filename", None) or str(js), tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    if "script_files" in context:
+        context["script_files"][:] = unique
+
+
 def setup(app):
     os.environ["GPTLIB_PROGRESS"] = "final"
+    app.connect("html-page-context", _one_copy_of_each_script, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

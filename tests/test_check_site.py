@@ -1,0 +1,261 @@
+"""The website check (tools/check_site.py) on a tiny fake site: it passes a clean site and catches
+every kind of problem it is meant to catch. Needs Chromium (Debian's `chromium`) and Playwright;
+skips without them. No jupyter-book build is needed: the pages are written by hand below."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+import check_site
+
+pytest.importorskip("playwright", reason="Playwright is not installed (pip install -r requirements.txt)")
+if check_site.find_chromium(None) is None:
+    pytest.skip("no Chromium on this machine (apt-get install -y chromium)", allow_module_level=True)
+
+
+
+def _png(width: int = 4, height: int = 3) -> bytes:
+    """A small red PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+PNG = _png()
+# Stands in for MathJax: typesets every .math element except those marked `stub-skip`.
+MATHJAX_STUB = """
+window.MathJax = Object.assign(window.MathJax || {}, {version: 'stub'});
+MathJax.startup = {promise: new Promise((resolve) => setTimeout(() => {
+  document.querySelectorAll('.math:not(.stub-skip)').forEach((el) => {
+    el.innerHTML = '<mjx-container class="MathJax">typeset</mjx-container>';
+  });
+  resolve();
+}, 150))};
+"""
+CONFIG = """\
+repository:
+  url: https://github.com/owner/book
+  branch: main
+"""
+GOOD_COLAB = "https://colab.research.google.com/github/owner/book/blob/main/{}.ipynb"
+
+
+def page(pagename: str, body: str, *, colab: str | None = None, buttons: int = 1, mathjax: bool = True) -> str:
+    depth = pagename.count("/")
+    up = "../" * depth
+    head = f"<script>var DOCUMENTATION_OPTIONS = {{pagename: '{pagename}'}};</script>"
+    if mathjax:
+        head += f'<script defer src="{up}_static/mathjax/stub.js"></script>'
+    button = f'<a class="btn" href="{colab}">Colab</a>' * buttons if colab else ""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{pagename}</title>{head}</head>"
+        f"<body><nav><a href='{up}good.html'>home</a></nav><div class='article-header-buttons'>{button}</div>"
+        f"<main>{body}</main></body></html>"
+    )
+
+
+def cell(source: str, output: str = "", extra: str = "", classes: str = "") -> str:
+    out = f'<div class="cell_output"><div class="output stream"><pre>{output}</pre></div>{extra}</div>' if output or extra else ""
+    return f'<div class="cell {classes}"><div class="cell_input"><pre>{source}</pre></div>{out}</div>'
+
+
+def write(root: Path, rel: str, text: str | bytes) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+
+
+def clean_site(repo: Path) -> Path:
+    """Two pages without any problem: one from a notebook, one from markdown."""
+    html = repo / "_build" / "html"
+    write(repo, "_config.yml", CONFIG)
+    write(repo, "good.ipynb", "{}")
+    write(repo, "sub/text.md", "# text")
+    write(html, "_static/mathjax/stub.js", MATHJAX_STUB)
+    write(html, "_images/fig.png", PNG)
+    write(html, "_sources/good.ipynb", "{}")
+    write(html, "index.html", '<meta http-equiv="Refresh" content="0; url=good.html" />')
+    write(
+        html,
+        "good.html",
+        page(
+            "good",
+            '<section id="top"><h1>Good</h1><p>Inline <span class="math">\\(x^2\\)</span> and a '
+            '<a href="sub/text.html#part-two">link</a>, <a href="#top">an anchor</a>, '
+            '<a href="_sources/good.ipynb">the source</a> and <a href="https://example.com/x">'
+            "an external link</a>. A Colab link in the prose is no launch button: "
+            f'<a href="{GOOD_COLAB.format("sub/text")}">text on Colab</a>.</p>'
+            '<div class="math">\\[ \\sum_i x_i \\]</div>'
+            + cell("print(1 + 1)", "2")
+            + cell("plot()", extra='<img src="_images/fig.png" alt="a figure">')
+            + "<pre><code>$$ code may show TeX: \\begin{align} \\( \\[ $$</code></pre></section>",
+            colab=GOOD_COLAB.format("good"),
+        ),
+    )
+    write(html, "sub/text.html", page("sub/text", '<h1>Text</h1><section id="part-two"><a name="old-anchor"></a>Two</section>'))
+    return html
+
+
+def broken_site(repo: Path) -> Path:
+    """The clean site plus one page per kind of problem."""
+    html = clean_site(repo)
+    for name in ["outputs", "colab-wrong", "colab-none", "colab-two"]:
+        write(repo, f"{name}.ipynb", "{}")
+    for name in ["raw-tex", "untypeset", "no-mathjax", "offhost", "broken-image", "links", "colab-on-md", "js-error"]:
+        write(repo, f"{name}.md", "# x")
+    pages = {
+        "raw-tex": "<p>Display math that MyST did not parse: $$ a + b $$</p><p>and \\begin{align} x \\end{align}</p>",
+        "untypeset": '<p><span class="math">\\(a\\)</span> <span class="math stub-skip">\\(b + c\\)</span></p>',
+        "offhost": '<script src="http://cdn.example.invalid/mathjax.js"></script>'
+        '<p><img src="https://images.example.invalid/pic.png"><a href="https://example.com/">fine</a></p>',
+        "broken-image": '<p><img src="_images/missing.png" alt="gone"></p>',
+        "links": '<p id="here"><a href="nothere.html">a</a> <a href="good.html#nope">b</a> <a href="#missing-here">c</a> '
+        '<a href="#here">d</a> <a href="sub/text.html#old-anchor">e</a></p>',
+        "js-error": "<script>console.error('something broke'); throw new Error('boom');</script>",
+        "outputs": cell("import warnings", "/usr/lib/python3/site-packages/x.py:3: UserWarning: careful\n  warn(msg)")
+        + cell("1/0", "Traceback (most recent call last):\nZeroDivisionError: division by zero")
+        + cell("print(colour)", "\x1b[31mred\x1b[0m")
+        + cell("log()", extra='<div class="output stderr"><pre>some text on stderr</pre></div>')
+        + cell("ok()", "all fine")
+        + cell("show(err)", "ValueError: vocab_size must be at least 257")
+        + cell("raise", "Traceback (most recent call last):\nValueError: on purpose", classes="tag_raises-exception"),
+    }
+    for name, body in pages.items():
+        write(html, f"{name}.html", page(name, f"<h1>{name}</h1>{body}", mathjax=name != "no-mathjax"))
+    write(html, "no-mathjax.html", page("no-mathjax", '<p><span class="math">\\(z\\)</span></p>', mathjax=False))
+    write(html, "colab-wrong.html", page("colab-wrong", "<h1>w</h1>", colab=GOOD_COLAB.format("colab-wrong").replace("/main/", "/master/")))
+    write(html, "colab-none.html", page("colab-none", "<h1>n</h1>"))
+    write(html, "colab-two.html", page("colab-two", "<h1>t</h1>", colab=GOOD_COLAB.format("colab-two"), buttons=2))
+    write(html, "colab-on-md.html", page("colab-on-md", "<h1>m</h1>", colab=GOOD_COLAB.format("colab-on-md")))
+    write(html, "orphan.html", page("orphan", "<h1>no source file in the repository</h1>"))
+    write(html, "moved.html", '<meta http-equiv="refresh" content="0; url=gone.html" />')
+    # Sphinx's own pages are only loaded: their links are not checked
+    write(html, "genindex.html", page("genindex", '<a href="nothere.html">x</a>'))
+    return html
+
+
+def run(html: Path, *args: str) -> tuple[int, dict[str, list[str]], str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = check_site.main([str(html), *args])
+    text = out.getvalue()
+    problems: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"(OK|FAIL)\s+(\S+)", line)
+        if m:
+            current = m.group(2)
+            problems[current] = []
+        elif line.strip().startswith("- ") and current:
+            problems[current].append(line.strip()[2:])
+    return rc, problems, text
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("broken")
+    html = broken_site(repo)
+    return run(html, "--screenshots", str(repo / "shots"), "--timeout", "15") + (repo,)
+
+
+def has(problems: list[str], *patterns: str) -> bool:
+    return any(all(re.search(p, msg) for p in patterns) for msg in problems)
+
+
+def test_clean_site_passes(tmp_path):
+    html = clean_site(tmp_path)
+    rc, problems, text = run(html, "--screenshots", str(tmp_path / "shots"))
+    assert rc == 0, text
+    assert set(problems) == {"good.html", "index.html", "sub/text.html"}
+    assert all(not p for p in problems.values()), text
+    assert "3 pages, 3 OK" in text
+    for name in ["good.png", "sub/text.png"]:
+        assert (tmp_path / "shots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_broken_site_fails_and_clean_pages_stay_clean(broken):
+    rc, problems, text, _ = broken
+    assert rc == 1
+    for ok in ["good.html", "sub/text.html", "index.html", "genindex.html"]:
+        assert problems[ok] == [], (ok, text)
+    assert re.search(r"site check: \d+ pages, 4 OK", text)
+
+
+def test_math(broken):
+    _, problems, text, _ = broken
+    assert has(problems["raw-tex.html"], r"raw TeX \$\$ in the text", "a \\+ b")
+    assert has(problems["raw-tex.html"], r"raw TeX \\begin\{ in the text")
+    assert has(problems["untypeset.html"], "1 of 2 math elements not typeset", "b \\+ c")
+    assert has(problems["no-mathjax.html"], "MathJax did not load")
+
+
+def test_network_requests(broken):
+    _, problems, text, _ = broken
+    assert has(problems["offhost.html"], "loads from the network", "cdn.example.invalid/mathjax.js")
+    assert has(problems["offhost.html"], "loads from the network", "images.example.invalid")
+    assert not has(problems["offhost.html"], "example.com"), "a plain external link is not a request"
+
+
+def test_images(broken):
+    _, problems, text, _ = broken
+    assert has(problems["broken-image.html"], "image did not load", "_images/missing.png")
+    assert has(problems["broken-image.html"], "HTTP 404", "_images/missing.png")
+
+
+def test_cell_outputs(broken):
+    _, problems, text, _ = broken
+    msgs = problems["outputs.html"]
+    assert has(msgs, r"cell 1 \[import warnings\]", "'Warning:'|'site-packages'", "UserWarning: careful")
+    assert has(msgs, r"cell 1 ", r"'warn\('")
+    assert has(msgs, r"cell 2 \[1/0\]", "'Traceback'")
+    assert has(msgs, r"cell 3 ", r"'\\x1b\['")
+    assert has(msgs, r"cell 4 \[log\(\)\]", "stderr", "some text on stderr")
+    assert not has(msgs, "cell 5") and not has(msgs, "cell 6") and not has(msgs, "cell 7")
+
+
+def test_links(broken):
+    _, problems, text, _ = broken
+    msgs = problems["links.html"]
+    assert has(msgs, "broken link: nothere.html", "404")
+    assert has(msgs, "broken anchor: good.html#nope")
+    assert has(msgs, "broken anchor: links.html#missing-here")
+    assert not has(msgs, "#here\\b") and not has(msgs, "old-anchor")
+    assert has(problems["moved.html"], "redirects to gone.html")
+
+
+def test_colab_buttons(broken):
+    _, problems, text, _ = broken
+    assert has(problems["colab-wrong.html"], "Colab button points at .*/blob/master/colab-wrong.ipynb", "expected .*/blob/main/colab-wrong.ipynb")
+    assert has(problems["colab-none.html"], "0 Colab buttons, expected 1")
+    assert has(problems["colab-two.html"], "2 Colab buttons, expected 1")
+    assert has(problems["colab-on-md.html"], "built from colab-on-md.md has a Colab button")
+    assert has(problems["orphan.html"], "no source file orphan")
+
+
+def test_javascript_errors(broken):
+    _, problems, text, _ = broken
+    assert has(problems["js-error.html"], "JavaScript error", "boom")
+    assert has(problems["js-error.html"], "console error", "something broke")
+
+
+def test_screenshots(broken):
+    _, problems, text, repo = broken
+    shots = repo / "shots"
+    for name in ["good.png", "sub/text.png", "outputs.png", "genindex.png"]:
+        assert (shots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_missing_site_is_a_usage_error(tmp_path, capsys):
+    assert check_site.main([str(tmp_path / "nothing")]) == 2
+    assert "no built site" in capsys.readouterr().err
