@@ -12,7 +12,7 @@ def _one_copy_of_each_script(app, pagename, templatename, context, doctree):
     """sphinx-thebe 0.3.1 under Sphinx 7.4 writes its inline config script twice (a JS SyntaxError)."""
     seen, unique = set(), []
     for js in context.get("script_files", []):
-        key = (getattr(js, "filename", None) or str(js), tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
+        key = (getattr(js, "filename", None) or "", tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
         if key not in seen:
             seen.add(key)
             unique.append(js)
