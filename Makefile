@@ -5,6 +5,8 @@ PIP := $(PYTHON) -m pip
 # Installed only when no PyTorch is present; on this project's CI machines 2.13.0 is the CPU build.
 TORCH ?= torch==2.13.0
 STAMP := .install.stamp
+# jupyter-book's command from the same environment as $(PYTHON), active or not
+JUPYTER_BOOK := $(shell $(PYTHON) -c "import os, sys; print(os.path.join(os.path.dirname(sys.executable), 'jupyter-book'))")
 
 .PHONY: install book test export clean site-check
 
@@ -25,7 +27,7 @@ test: install
 # A clean build every time: an incremental rebuild after a failure can keep stale pages.
 book: install
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees
-	jupyter-book build . --all -W -n --keep-going
+	$(JUPYTER_BOOK) build . --all -W -n --keep-going
 
 site-check: install
 	$(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots
