@@ -4,16 +4,18 @@ skips without them. No jupyter-book build is needed: the pages are written by ha
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import pytest
 
 import check_site
+
+TOOL = Path(check_site.__file__).resolve()
 
 pytest.importorskip("playwright", reason="Playwright is not installed (pip install -r requirements.txt)")
 if check_site.find_chromium(None) is None:
@@ -146,10 +148,11 @@ def broken_site(repo: Path) -> Path:
 
 
 def run(html: Path, *args: str) -> tuple[int, dict[str, list[str]], str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = check_site.main([str(html), *args])
-    text = out.getvalue()
+    # In a process of its own: Playwright's synchronous API runs its own event loop, which can hang in a
+    # pytest worker whose asyncio was patched by an earlier notebook test (nbval, jupyter_client).
+    proc = subprocess.run([sys.executable, str(TOOL), str(html), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=600)
+    rc, text = proc.returncode, proc.stdout
     problems: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
