@@ -30,6 +30,7 @@ book: install
 	$(JUPYTER_BOOK) build . --all -W -n --keep-going
 
 site-check: install
+	rm -rf _build/screenshots
 	$(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots
 
 export:
