@@ -527,6 +527,11 @@ def find_chromium(given: str | None) -> str | None:
     return None
 
 
+def _hung(seconds: float) -> None:
+    print(f"site check: no result after {seconds:.0f} s (the browser stopped answering); exit 3", flush=True)
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("html", type=Path, help="the built site, e.g. _build/html")
@@ -534,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path, help="the book's source folder with _config.yml (default: the parent of _build)")
     ap.add_argument("--chromium", help="the browser executable (default: $CHROMIUM, then chromium on PATH)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one page (default 30)")
+    ap.add_argument("--deadline", type=float, default=600.0,
+                    help="seconds for the whole check; past it the check exits with code 3 (default 600)")
     args = ap.parse_args(argv)
 
     html_dir = args.html.resolve()
@@ -551,7 +558,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     checker = SiteChecker(html_dir, repo, args.screenshots.resolve() if args.screenshots else None, chromium, args.timeout)
-    results = checker.run(report=lambda line: print(line, flush=True))
+    # Seen rarely on a loaded 2-core machine: the browser session stops answering, with no Playwright
+    # timeout to end it. A watchdog turns such a hang into exit code 3, which callers may retry.
+    watchdog = threading.Timer(args.deadline, _hung, [args.deadline])
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        results = checker.run(report=lambda line: print(line, flush=True))
+    finally:
+        watchdog.cancel()
     bad = [r for r in results if r.problems]
     n_problems = sum(len(r.problems) for r in results)
     print(
