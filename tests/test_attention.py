@@ -267,3 +267,51 @@ def test_a_cache_from_another_batch_or_layer_is_refused():
         CausalSelfAttention(16, 4)(torch.randn(2, 1, 16), cache=CausalSelfAttention(16, 4).new_cache(2, 4))
     with pytest.raises(ValueError, match="max_len"):
         KVCache(1, 1, 1, 0)
+
+
+# --- on a GPU (these run only where CUDA is available; the CPU tests above cover the same code paths) --------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_cuda_layer_matches_cpu_and_explicit_path():
+    fused, explicit = _pair(128, 4)
+    x = torch.randn(4, 96, 128)
+    expected = fused(x)
+    fused_gpu, explicit_gpu = fused.to("cuda"), explicit.to("cuda")
+    x_gpu = x.to("cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(fused_gpu(x_gpu).cpu(), expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(explicit_gpu(x_gpu), fused_gpu(x_gpu), atol=1e-5, rtol=1e-4)
+    w = fused_gpu.attention_weights(x_gpu)
+    assert w.device.type == "cuda" and (w[..., ~causal_mask(96)] == 0).all()
+
+
+@cuda
+def test_cuda_bf16_autocast_paths_agree():
+    fused, explicit = (m.to("cuda") for m in _pair(128, 4))
+    x = torch.randn(4, 96, 128, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = fused(x), explicit(x)
+    assert a.dtype == torch.bfloat16 and b.dtype == torch.bfloat16
+    torch.testing.assert_close(a.float(), fused(x), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(a.float(), b.float(), atol=3e-2, rtol=3e-2)
+
+
+@cuda
+def test_cuda_incremental_decoding_and_gradients():
+    for layer in (m.to("cuda") for m in _pair(64, 4)):
+        x = torch.randn(2, 30, 64, device="cuda")
+        with torch.no_grad():
+            full = layer(x)
+            cache = layer.new_cache(2, 30)
+            assert cache.keys.device.type == "cuda"
+            pieces = [layer(x[:, :7], cache=cache)] + [layer(x[:, t:t + 1], cache=cache) for t in range(7, 30)]
+        torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
+    fused, explicit = (m.to("cuda") for m in _pair(64, 4))
+    x = torch.randn(2, 30, 64, device="cuda")
+    fused(x).square().sum().backward()
+    explicit(x).square().sum().backward()
+    for p1, p2 in zip(fused.parameters(), explicit.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, atol=1e-4, rtol=1e-4)
