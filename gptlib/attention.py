@@ -127,12 +127,13 @@ class CausalSelfAttention(nn.Module):
         return f"n_embd={self.n_embd}, n_head={self.n_head}, dropout={self.dropout}, fused={self.fused}"
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if x.dim() != 3 or x.shape[-1] != self.n_embd:
+        if x.dim() != 3 or x.shape[2] != self.n_embd:
             raise ValueError(f"CausalSelfAttention: expected input (batch, time, n_embd={self.n_embd}), "
                              f"got {_shape(x)}")
-        B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        return tuple(t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))
+        B, T, C = x.shape
+        heads = (B, T, self.n_head, self.head_size)
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        return q.view(heads).transpose(1, 2), k.view(heads).transpose(1, 2), v.view(heads).transpose(1, 2)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """``x`` is ``(batch, T, n_embd)``; returns the same shape. With ``cache``, ``x`` holds only new positions."""
@@ -150,8 +151,8 @@ class CausalSelfAttention(nn.Module):
                                                is_causal=not past and T > 1)
         else:
             y = attention(q, k, v, causal_mask(T, past + T, device=x.device), dropout_p=p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # concatenate the heads, project
+        return self.resid_dropout(y) if p else y  # (skipping a no-op call saves time on small inputs)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty :class:`KVCache` for this layer, with its dtype and device."""
