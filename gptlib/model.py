@@ -200,14 +200,8 @@ class GPT(nn.Module):
             raise ValueError(f"GPT.new_cache: max_len must be an int in [1, block_size={block_size}], got {max_len!r}")
         return [block.attn.new_cache(batch_size, max_len) for block in self.transformer.h]
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None, *,
-                cache: Sequence[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``, and the mean cross-entropy over all
-        positions against ``targets`` ``(B, T)`` (a target of -1 is ignored), or None without targets.
-
-        With ``cache`` (one :class:`KVCache` per block, from :meth:`new_cache`), ``idx`` holds only the new
-        tokens, whose positions continue after the cached ones. Use a cache under ``torch.no_grad()``.
-        """
+    def _check_idx(self, idx: Tensor, cache: Sequence[KVCache] | None) -> int:
+        """Check the token ids (and the cache) and return how many positions the cache already holds."""
         c = self.config
         if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             got = f"shape {tuple(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
@@ -231,17 +225,38 @@ class GPT(nn.Module):
                 where = tuple((idx == bad).nonzero()[0].tolist())
                 raise ValueError(f"GPT: token id {bad} at (batch, position) {where} is outside the vocabulary "
                                  f"[0, vocab_size={c.vocab_size})")
+        return past
+
+    def _features(self, idx: Tensor, past: int, cache: Sequence[KVCache] | None) -> Tensor:
+        pos = torch.arange(past, past + idx.shape[1], device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache[i])
+        return self.transformer.ln_f(x)
+
+    def hidden_states(self, idx: Tensor, *, cache: Sequence[KVCache] | None = None) -> Tensor:
+        """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids ``idx`` ``(B, T)``: the features
+        the language-model head turns into logits, and what a classifier reads when the model is fine-tuned.
+        ``cache`` works as in :meth:`forward`."""
+        return self._features(idx, self._check_idx(idx, cache), cache)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None, *,
+                cache: Sequence[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``, and the mean cross-entropy over all
+        positions against ``targets`` ``(B, T)`` (a target of -1 is ignored), or None without targets.
+
+        With ``cache`` (one :class:`KVCache` per block, from :meth:`new_cache`), ``idx`` holds only the new
+        tokens, whose positions continue after the cached ones. Use a cache under ``torch.no_grad()``.
+        """
+        past = self._check_idx(idx, cache)
+        B, T = idx.shape
         if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape
                                     or targets.dtype not in (torch.int64, torch.int32)):
             got = (f"shape {tuple(targets.shape)} and dtype {targets.dtype}" if isinstance(targets, Tensor)
                    else type(targets).__name__)
             raise ValueError(f"GPT: targets must be token ids (int64 or int32) of the shape of idx {(B, T)}, "
                              f"got {got}")
-        pos = torch.arange(past, past + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else cache[i])
-        logits = self.lm_head(self.transformer.ln_f(x))
+        logits = self.lm_head(self._features(idx, past, cache))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T).long(), ignore_index=-1)

@@ -348,6 +348,33 @@ def test_too_long_sequences_are_named():
             model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
 
 
+def test_hidden_states_are_what_the_head_reads_and_are_checked_like_forward():
+    model = _model()
+    x = _tokens(SMALL, 2, 9)
+    with torch.no_grad():
+        h = model.hidden_states(x)
+        assert h.shape == (2, 9, SMALL.n_embd)
+        assert torch.equal(model.lm_head(h), model(x)[0])
+        cache = model.new_cache(2)  # with a cache: the same features, one position at a time
+        stepwise = torch.cat([model.hidden_states(x[:, t:t + 1], cache=cache) for t in range(9)], dim=1)
+        assert (stepwise - h).abs().max() < 1e-5
+    bad = x.clone()
+    bad[1, 3] = SMALL.vocab_size
+    with pytest.raises(ValueError, match=r"token id 65 at \(batch, position\) \(1, 3\) is outside"):
+        model.hidden_states(bad)
+    with pytest.raises(ValueError, match="longer than the context block_size=32"):
+        model.hidden_states(_tokens(SMALL, 1, 33))
+
+
+def test_a_bad_target_leaves_the_cache_untouched():
+    model = _model()
+    x = _tokens(SMALL, 1, 4)
+    cache = model.new_cache(1)
+    with torch.no_grad(), pytest.raises(ValueError, match="targets must be"):
+        model(x, x[:, :2], cache=cache)
+    assert cache[0].length == 0
+
+
 def test_targets_must_match_idx():
     model = _model()
     x = _tokens(SMALL, 2, 8)
