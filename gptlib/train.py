@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .data import shakespeare_split
 from .model import GPT, GPTConfig
@@ -86,7 +88,8 @@ class TrainConfig:
     ``betas`` and ``weight_decay`` (on matrices only); gradients clipped to norm ``grad_clip`` (None: no
     clipping). Every ``eval_interval`` steps the mean loss of ``eval_iters`` batches of each split is
     recorded. With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_interval`` steps (None:
-    at evaluations) and at the end. ``seed`` fixes the batches and dropout.
+    at evaluations) and at the end. ``seed`` fixes the batches and dropout. ``dtype="bfloat16"`` runs the
+    forward pass under ``torch.autocast`` in bfloat16 (weights and optimizer stay float32).
     """
 
     max_iters: int = 2000
@@ -104,6 +107,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None
     checkpoint_interval: int | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _check_int("max_iters", self.max_iters, 0)
@@ -138,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: grad_clip must be a positive number or None, got {g!r}")
         if g is not None:
             object.__setattr__(self, "grad_clip", float(g))
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"TrainConfig: dtype must be 'float32' or 'bfloat16' (autocast), got {self.dtype!r}")
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
                 raise ValueError(f"TrainConfig: checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
@@ -181,15 +187,21 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #77903947
 def configure_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
-                        betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+                        betas: tuple[float, float] = (0.9, 0.95), *, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW with two parameter groups: weight decay on the matrices (every parameter with 2 or more
     dimensions: linear layers and embeddings), none on biases and LayerNorm gains. A tied parameter
-    appears once."""
+    appears once.
+
+    ``fused`` selects PyTorch's fused AdamW kernel, one pass over all parameters instead of several
+    passes per tensor; the default uses it when every parameter is a floating-point tensor on a CPU or
+    CUDA device. It is the same algorithm; results differ from the unfused one only by float rounding."""
     params = dict(model.named_parameters())  # named_parameters lists a shared tensor once
     decay = [p for p in params.values() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params.values() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+    if fused is None:
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #0dc529e3
 @torch.no_grad()
@@ -198,16 +210,18 @@ def estimate_loss(model: GPT, ids: Tensor, block_size: int, batch_size: int, eva
     """The mean loss of ``model`` over ``eval_iters`` random batches of ``ids``, in eval mode (no dropout).
 
     The batches come from a generator of their own seeded with ``seed``, so every call with the same seed
-    sees the same batches and the training's random streams are not touched.
+    sees the same batches and the training's random streams are not touched. They are drawn on the CPU and
+    moved to the model's device.
     """
     generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        total = torch.zeros(())
+        total = torch.zeros((), device=device)
         for _ in range(eval_iters):
             x, y = get_batch(ids, block_size, batch_size, generator, context=model.config.block_size)
-            total += model(x, y)[1]
+            total += model(x.to(device), y.to(device))[1].float()
     finally:
         model.train(was_training)
     return total.item() / eval_iters
@@ -487,6 +501,13 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     ``callback(step, model)`` runs after each evaluation. A NaN or infinite loss raises
     :class:`NonFiniteLossError`, leaving the last good checkpoint on disk. The global PyTorch RNG is seeded
     with ``config.seed`` (dropout) unless resuming.
+
+    The model trains on the device it is on (batches are drawn on the CPU and moved there). Started by
+    ``torchrun`` after ``torch.distributed.init_process_group``, it trains data-parallel with
+    :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws the same batch of
+    ``config.batch_size`` windows and takes its own equal share of the rows, so the averaged gradient, and
+    the step, are those of the whole batch in one process. Only process 0 shows progress and writes
+    checkpoints; every process returns the same history.
     """
     if not isinstance(model, GPT):
         raise ValueError(f"train: model must be a gptlib.model.GPT, got {type(model).__name__}")
@@ -501,6 +522,18 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
         get_batch(ids[: block_size + 1], block_size, 1, context=context)
         if ids.numel() and (ids.min() < 0 or ids.max() >= model.config.vocab_size):
             raise ValueError(f"train: {name} holds ids outside the vocabulary [0, {model.config.vocab_size})")
+
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if c.batch_size % world:
+        raise ValueError(f"train: batch_size={c.batch_size} does not split evenly among {world} processes; "
+                         f"use a multiple of {world}")
+    rows = slice(rank * c.batch_size // world, (rank + 1) * c.batch_size // world)  # this process's share
+    device = next(model.parameters()).device
+    net: nn.Module = model
+    if distributed:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16")
 
     optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.betas)
     generator = torch.Generator()
@@ -520,7 +553,7 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
         history = ckpt.history.truncate(start) if ckpt.history is not None else History()
     else:
         generator.manual_seed(c.seed)
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c.seed + rank)  # dropout: each process its own masks
     if start > c.max_iters:
         raise ValueError(f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}")
 
@@ -530,6 +563,8 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     t0 = time.perf_counter()
 
     def checkpoint(step: int) -> None:
+        if rank != 0:
+            return
         if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaNs
             raise NonFiniteLossError(f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
                                      f"without writing a checkpoint (the last good one stays in {ckpt_dir})")
@@ -541,14 +576,15 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
             return
         seed = c.seed + 1  # the same evaluation batches every time, apart from the training batches' stream
         history.eval_step.append(step)
-        history.eval_train_loss.append(estimate_loss(model, train_ids, block_size, c.batch_size, c.eval_iters, seed))
-        history.val_loss.append(estimate_loss(model, val_ids, block_size, c.batch_size, c.eval_iters, seed))
+        with autocast:  # every process evaluates the same batches and gets the same numbers
+            history.eval_train_loss.append(estimate_loss(model, train_ids, block_size, c.batch_size, c.eval_iters, seed))
+            history.val_loss.append(estimate_loss(model, val_ids, block_size, c.batch_size, c.eval_iters, seed))
         if callback is not None:
             callback(step, model)
 
     model.train()
     bar = progress(range(start, c.max_iters), total=c.max_iters, initial=start, desc="training",
-                   disable=not show_progress)
+                   disable=not show_progress or rank != 0)
     for step in bar:
         if step % c.eval_interval == 0:
             evaluate(step)
@@ -557,8 +593,18 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_ids, block_size, c.batch_size, generator)
-        _, loss = model(x, y)
-        loss_value = loss.item()
+        if world > 1:
+            x, y = x[rows], y[rows]
+        if device.type != "cpu":
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast:
+            _, loss = net(x, y)
+        if world > 1:  # the mean over the whole batch, the same number in every process
+            mean = loss.detach().clone()
+            dist.all_reduce(mean)
+            loss_value = mean.item() / world
+        else:
+            loss_value = loss.item()
         if not math.isfinite(loss_value):
             bar.close()
             kept = f"; the last good checkpoint is {ckpt_dir}" if ckpt_dir is not None and ckpt_dir.exists() else ""
@@ -600,7 +646,7 @@ class Recipe:
         """A short hash of everything in the recipe, so a changed recipe never loads an old cache."""
         d = {"tokenizer": self.tokenizer, "model": dict(self.model), "train": self.train.to_dict(),
              "bpe_vocab_size": self.bpe_vocab_size, "max_chars": self.max_chars, "seed": self.seed,
-             "checkpoint_format": CHECKPOINT_VERSION}
+             "checkpoint_format": CHECKPOINT_VERSION, "optimizer": "AdamW (fused kernel where supported)"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

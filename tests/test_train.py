@@ -103,6 +103,41 @@ def test_weight_decay_only_on_matrices_and_tied_weight_once():
     assert "transformer.h.0.ln_1.weight" in {names[id(p)] for p in no_decay["params"]}
 
 
+def test_the_fused_adamw_kernel_is_the_default_on_cpu_and_takes_the_same_step():
+    def one_step(fused):
+        model = _model(dataclasses.replace(TINY, dropout=0.0))
+        opt = configure_optimizer(model, 1e-2, 0.1, fused=fused)
+        x, y = get_batch(_ids(), 16, 4, torch.Generator().manual_seed(0))
+        model(x, y)[1].backward()
+        opt.step()
+        return model, opt
+    (fused, opt_f), (plain, opt_p) = one_step(None), one_step(False)
+    assert opt_f.defaults["fused"] is True and not opt_p.defaults["fused"]
+    gap = max((a - b).abs().max().item() for a, b in zip(fused.parameters(), plain.parameters()))
+    assert gap < 1e-6
+    assert not _same_weights(fused, _model(dataclasses.replace(TINY, dropout=0.0)))  # it did take a step
+
+
+def test_dtype_is_float32_or_bfloat16():
+    assert TrainConfig().dtype == "float32"
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'.*got 'float16'"):
+        TrainConfig(dtype="float16")
+
+
+def test_bfloat16_autocast_trains_and_tracks_float32():
+    ids = _ids()
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        model = _model(dataclasses.replace(TINY, dropout=0.0))
+        config = dataclasses.replace(TINY_TRAIN, max_iters=20, dtype=dtype)
+        runs[dtype] = train(model, ids[:3000], ids[3000:], config, show_progress=False)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+    f32, bf16 = runs["float32"].train_loss, runs["bfloat16"].train_loss
+    assert f32 != bf16  # autocast really ran in another precision
+    assert max(abs(a - b) for a, b in zip(f32, bf16)) < 0.05  # bf16 keeps ~3 significant digits
+    assert bf16[-1] < bf16[0]
+
+
 def test_get_batch_shapes_shift_and_determinism():
     ids = torch.arange(1000)
     x, y = get_batch(ids, 8, 5, torch.Generator().manual_seed(1))
