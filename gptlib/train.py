@@ -507,7 +507,9 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws the same batch of
     ``config.batch_size`` windows and takes its own equal share of the rows, so the averaged gradient, and
     the step, are those of the whole batch in one process. Only process 0 shows progress and writes
-    checkpoints; every process returns the same history.
+    checkpoints; every process returns the same history. (Each process evaluates every batch itself, and a
+    resumed run restores process 0's random state everywhere, so with dropout a resumed multi-process run is
+    not bit-for-bit the uninterrupted one.)
     """
     if not isinstance(model, GPT):
         raise ValueError(f"train: model must be a gptlib.model.GPT, got {type(model).__name__}")
@@ -563,11 +565,11 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     t0 = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        if rank != 0:
-            return
         if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaNs
             raise NonFiniteLossError(f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
                                      f"without writing a checkpoint (the last good one stays in {ckpt_dir})")
+        if rank != 0:  # every process checks (same weights, so all stop together); one writes
+            return
         save_checkpoint(ckpt_dir, model, optimizer=optimizer, step=step, tokenizer=tokenizer, train_config=c,
                         generator=generator, history=history)
 
@@ -626,6 +628,8 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     evaluate(c.max_iters)
     if ckpt_dir is not None:
         checkpoint(c.max_iters)
+    if distributed:
+        dist.barrier()  # no process returns before the final checkpoint is on disk
     return history
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #726a5212
@@ -669,9 +673,14 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
-def train_recipe(recipe: Recipe, *, show_progress: bool = True,
-                 checkpoint_dir: str | os.PathLike | None = None) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
-    """Train a :class:`Recipe` from scratch, deterministically: the same recipe gives the same weights."""
+def train_recipe(recipe: Recipe, *, show_progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu", compile: bool = False
+                 ) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
+    """Train a :class:`Recipe` from scratch, deterministically: the same recipe gives the same weights.
+
+    The model trains on ``device``; ``compile=True`` compiles it in place with ``torch.compile`` first
+    (worth it on a GPU). In processes started by torchrun, each builds the same tokenizer and initial model
+    and :func:`train` trains data-parallel."""
     train_text, val_text = shakespeare_split()
     if recipe.max_chars is not None:
         train_text, val_text = train_text[: recipe.max_chars], val_text[: recipe.max_chars]
@@ -684,7 +693,9 @@ def train_recipe(recipe: Recipe, *, show_progress: bool = True,
     train_ids = torch.tensor(tokenizer.encode(train_text))
     val_ids = torch.tensor(tokenizer.encode(val_text))
     set_seed(recipe.seed)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **recipe.model))
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **recipe.model)).to(device)
+    if compile:
+        model.compile()  # in place: still a GPT
     cfg = recipe.train if checkpoint_dir is None else dataclasses.replace(recipe.train, checkpoint_dir=os.fspath(checkpoint_dir))
     history = train(model, train_ids, val_ids, cfg, tokenizer=tokenizer, show_progress=show_progress)
     return model, tokenizer, history
