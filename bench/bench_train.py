@@ -14,7 +14,7 @@ on the same characters.
    against a float32 matmul measured in the same run.
 
     python bench/bench_train.py                                      # the book's corpus, split by play
-    python bench/bench_train.py --text ../shared/data/tinyshakespeare/input.txt   # nanoGPT's text, 90/10 split
+    python bench/bench_train.py --text input.txt   # any text file, e.g. nanoGPT's Tiny Shakespeare: 90/10 split
 """
 from __future__ import annotations
 
