@@ -8,8 +8,9 @@ on the same characters.
 
 1. Timing: ``--repeats`` rounds of ``--iters`` steps each, plain and ours alternating (which goes first
    alternates too); the first ``--skip`` steps of each run are not timed. Medians and the ratio ours/plain.
-2. Loss: one full ``--full-iters`` run of each (default 2000), validation loss at the end on the same
-   ``--eval-iters`` batches.
+2. Loss: a full ``--full-iters`` run of each (default 2000) for every seed of ``--seeds`` (default 0; the
+   seed fixes the initial weights and the batches of both), validation loss at the end on the same
+   ``--eval-iters`` batches. ``--repeats 0`` skips the timing, to run seeds in parallel processes.
 3. Model FLOP utilisation: 6N + 12 L T d FLOPs per token (forward + backward) over the time per step,
    against a float32 matmul measured in the same run.
 
@@ -132,6 +133,7 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--full-iters", type=int, default=2000, help="0 skips the loss comparison")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds of the full runs, e.g. 0,1,2")
     ap.add_argument("--eval-iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -151,9 +153,9 @@ def main() -> None:
     val_ids = torch.tensor([stoi[c] for c in val_text])
     config = GPTConfig(vocab_size=len(chars), block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
 
-    def tconf(iters: int) -> TrainConfig:
-        return TrainConfig(max_iters=iters, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
-                           lr_decay_iters=max(iters, 100), betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0,
+    def tconf(iters: int, seed: int = 0) -> TrainConfig:
+        return TrainConfig(max_iters=iters, seed=seed, batch_size=12, learning_rate=1e-3, min_lr=1e-4,
+                           warmup_iters=100, lr_decay_iters=max(iters, 100), betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0,
                            eval_interval=10 ** 9, eval_iters=args.eval_iters)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; vocab {config.vocab_size}, "
@@ -168,23 +170,24 @@ def main() -> None:
             else:
                 times[name].append(ours_train(config, tc, train_ids, val_ids, args.skip)[1])
         print(f"round {r}: plain {times['plain'][-1] * 1e3:.1f} ms/step, ours {times['ours'][-1] * 1e3:.1f} ms/step")
-    plain_ms, ours_ms = (statistics.median(times[k]) * 1e3 for k in ("plain", "ours"))
-    ratios = [o / p for o, p in zip(times["ours"], times["plain"])]
-    print(f"median time per step: plain {plain_ms:.1f} ms, gptlib.train {ours_ms:.1f} ms; "
-          f"ours/plain = {ours_ms / plain_ms:.3f} (per round {min(ratios):.3f}-{max(ratios):.3f}; target <= 0.9)")
+    if args.repeats:
+        plain_ms, ours_ms = (statistics.median(times[k]) * 1e3 for k in ("plain", "ours"))
+        ratios = [o / p for o, p in zip(times["ours"], times["plain"])]
+        print(f"median time per step: plain {plain_ms:.1f} ms, gptlib.train {ours_ms:.1f} ms; "
+              f"ours/plain = {ours_ms / plain_ms:.3f} (per round {min(ratios):.3f}-{max(ratios):.3f}; target <= 0.9)")
 
-    tokens = 12 * config.block_size
-    model = GPT(config)
-    n = model.num_params(non_embedding=True)
-    flops = tokens * (6 * n + 12 * config.n_layer * config.block_size * config.n_embd)
-    peak = matmul_gflops()
-    for name, ms in (("plain", plain_ms), ("ours", ours_ms)):
-        achieved = flops / (ms / 1e3) / 1e9
-        print(f"{name}: {tokens / (ms / 1e3):,.0f} tokens/s, {achieved:.1f} GFLOP/s of model FLOPs, "
-              f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
+        tokens = 12 * config.block_size
+        model = GPT(config)
+        n = model.num_params(non_embedding=True)
+        flops = tokens * (6 * n + 12 * config.n_layer * config.block_size * config.n_embd)
+        peak = matmul_gflops()
+        for name, ms in (("plain", plain_ms), ("ours", ours_ms)):
+            achieved = flops / (ms / 1e3) / 1e9
+            print(f"{name}: {tokens / (ms / 1e3):,.0f} tokens/s, {achieved:.1f} GFLOP/s of model FLOPs, "
+                  f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
 
-    if args.full_iters:
-        tc = tconf(args.full_iters)
+    for seed in (int(x) for x in args.seeds.split(",")) if args.full_iters else ():
+        tc = tconf(args.full_iters, seed)
         t = time.perf_counter()
         plain_model, _ = plain_train(config, tc, train_ids, 1)
         t_plain = time.perf_counter() - t
@@ -194,7 +197,7 @@ def main() -> None:
         ours_model.eval()
         lp = plain_val_loss(plain_model.eval(), val_ids, tc, config.block_size)
         lo = estimate_loss(ours_model, val_ids, config.block_size, tc.batch_size, tc.eval_iters, seed=12345)
-        print(f"{args.full_iters} iterations: plain {t_plain:.1f} s, val loss {lp:.4f}; "
+        print(f"seed {seed}, {args.full_iters} iterations: plain {t_plain:.1f} s, val loss {lp:.4f}; "
               f"ours {t_ours:.1f} s, val loss {lo:.4f} (same {args.eval_iters} validation batches)")
 
 

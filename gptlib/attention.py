@@ -213,7 +213,7 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > L:
             raise ValueError(f"KVCache: {self.length} cached + {k.shape[2]} new positions exceed max_len={L}")
-        self.keys[:, :, self.length:end] = k
-        self.values[:, :, self.length:end] = v
+        self.keys.narrow(2, self.length, end - self.length).copy_(k)
+        self.values.narrow(2, self.length, end - self.length).copy_(v)
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)

@@ -206,14 +206,16 @@ def _tokens(model: GPT, seq: Tensor, prompt_len: int, temperature: float, top_k:
     for length in range(prompt_len, seq.shape[1]):
         with torch.inference_mode():  # like no_grad, and lighter: no autograd bookkeeping at all
             new_start = _window_start(start, length, block_size, keep)
+            # GPT._features is hidden_states without its checks: the prompt was checked once, every drawn
+            # id is in the vocabulary and the window rule keeps every input within the context
             if cache is None:
-                h = model.hidden_states(seq[:, new_start:length])  # the whole window, every time
+                h = model._features(seq[:, new_start:length], 0, None)  # the whole window, every time
             else:
                 if new_start != start:  # a new window: re-fill the cache from its tokens in one pass
                     for c in cache:
                         c.reset()
                     cached_to = new_start
-                h = model.hidden_states(seq[:, cached_to:length], cache=cache)  # only what the cache lacks
+                h = model._features(seq[:, cached_to:length], cached_to - new_start, cache)  # only what it lacks
                 cached_to = length
             start = new_start
             token = _pick(model.lm_head(h[:, -1]), temperature, top_k, top_p, generator)

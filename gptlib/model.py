@@ -16,7 +16,7 @@ from .attention import CausalSelfAttention, KVCache
 from .scale import GPT_CONFIGS
 
 # %% auto #0
-__all__ = ['LayerNorm', 'MLP', 'GPTConfig', 'Block', 'GPT']
+__all__ = ['LayerNorm', 'gelu', 'MLP', 'GPTConfig', 'Block', 'GPT']
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #ac8fd983
 class LayerNorm(nn.Module):
@@ -43,10 +43,46 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
+# %% ../chapters/03-gpt/01-the-model.ipynb #85a088b9
+_GELU_K = 2.0 * math.sqrt(2.0 / math.pi)  # u = K (x + C x^3) = 2z in tanh(z) = 2 sigmoid(2z) - 1
+_GELU_C = 0.044715
+
+
+class _SigmoidGELU(torch.autograd.Function):
+    """GELU's tanh form as ``x * sigmoid(u)``, ``u = K (x + C x^3)``, with the derivative written out."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        u = torch.addcmul(x.new_tensor(_GELU_K), x, x, value=_GELU_K * _GELU_C).mul_(x)  # K (1 + C x^2) x
+        s = torch.sigmoid(u)
+        s_neg = u.neg_().sigmoid_()  # sigmoid(-u) = 1 - sigmoid(u), without the subtraction's lost digits
+        ctx.save_for_backward(x, s, s_neg)
+        return x * s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        x, s, s_neg = ctx.saved_tensors
+        d = torch.addcmul(x.new_tensor(_GELU_K), x, x, value=3.0 * _GELU_K * _GELU_C)  # du/dx = K (1 + 3 C x^2)
+        d.mul_(s_neg).mul_(s)  # times sigma'(u), before x: 0, not inf * 0, where sigma saturates
+        return torch.addcmul(s, d, x, out=d).mul_(grad)  # (s + x sigma'(u) du/dx) * grad
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU in its tanh form, the function ``F.gelu(x, approximate="tanh")`` computes.
+
+    When a gradient is needed on the CPU it is computed as ``x * sigmoid(u)`` with a hand-written backward
+    (the same function up to float rounding; PyTorch's CPU ``tanh`` kernel is the slow part of ``F.gelu``);
+    otherwise, and on other devices, by ``F.gelu`` itself.
+    """
+    if x.requires_grad and x.device.type == "cpu" and torch.is_grad_enabled():
+        return _SigmoidGELU.apply(x)
+    return F.gelu(x, approximate="tanh")
+
 # %% ../chapters/03-gpt/01-the-model.ipynb #fca2f427
 class MLP(nn.Module):
-    """The feed-forward network of a block: ``c_fc`` widens to ``4 * n_embd``, GELU (tanh form), ``c_proj``
-    narrows back to ``n_embd``, then dropout. It acts on each position separately."""
+    """The feed-forward network of a block: ``c_fc`` widens to ``4 * n_embd``, GELU (tanh form, :func:`gelu`),
+    ``c_proj`` narrows back to ``n_embd``, then dropout. It acts on each position separately."""
 
     def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
@@ -55,7 +91,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(gelu(self.c_fc(x)))
+        return self.dropout(y) if self.training and self.dropout.p else y  # no call when it would do nothing
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #931f8d3a
 def _divisors(n: int) -> list[int]:
@@ -229,7 +266,9 @@ class GPT(nn.Module):
 
     def _features(self, idx: Tensor, past: int, cache: Sequence[KVCache] | None) -> Tensor:
         pos = torch.arange(past, past + idx.shape[1], device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if self.training and self.transformer.drop.p:
+            x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if cache is None else cache[i])
         return self.transformer.ln_f(x)

@@ -650,7 +650,8 @@ class Recipe:
         """A short hash of everything in the recipe, so a changed recipe never loads an old cache."""
         d = {"tokenizer": self.tokenizer, "model": dict(self.model), "train": self.train.to_dict(),
              "bpe_vocab_size": self.bpe_vocab_size, "max_chars": self.max_chars, "seed": self.seed,
-             "checkpoint_format": CHECKPOINT_VERSION, "optimizer": "AdamW (fused kernel where supported)"}
+             "checkpoint_format": CHECKPOINT_VERSION, "optimizer": "AdamW (fused kernel where supported)",
+             "gelu": "x * sigmoid(u) with a hand-written backward (gptlib.model.gelu)"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
