@@ -3,6 +3,7 @@
 # %% ../chapters/03-gpt/04-generation.ipynb #89c112f9
 from __future__ import annotations
 
+import contextlib
 import math
 from numbers import Integral, Real
 from typing import Iterator
@@ -249,14 +250,25 @@ def generate(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float
     temperature, top_k, top_p, keep = _check_generate("generate", model, idx, max_new_tokens, temperature, top_k,
                                                        top_p, use_cache, generator, keep)
     seq = _new_sequence(idx, max_new_tokens)
-    was_training = model.training
-    model.eval()
-    try:
+    with _evaluating(model):
         for _ in _tokens(model, seq, idx.shape[1], temperature, top_k, top_p, use_cache, generator, keep):
             pass
-    finally:
-        model.train(was_training)
     return seq
+
+
+@contextlib.contextmanager
+def _evaluating(model: GPT) -> Iterator[None]:
+    """Eval mode inside the block; afterwards every submodule's training flag is what it was before."""
+    modes = [(m, m.training) for m in model.modules()]
+    if not any(training for _, training in modes):  # already in eval mode: nothing to switch
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def stream(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
@@ -264,8 +276,8 @@ def stream(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float =
            keep: int | None = None) -> Iterator[Tensor]:
     """:func:`generate` one step at a time: an iterator that yields each step's new tokens, shape ``(B,)``, as
     soon as they are drawn. The same arguments give the same tokens as :func:`generate`. The arguments are
-    checked at once; the model is in eval mode until the iterator is exhausted or closed, then its training
-    flag is restored.
+    checked at once. The model is in eval mode while each step runs, and as the caller left it in between, so
+    streams on one model may be interleaved.
     """
     temperature, top_k, top_p, keep = _check_generate("stream", model, idx, max_new_tokens, temperature, top_k,
                                                        top_p, use_cache, generator, keep)
@@ -274,10 +286,10 @@ def stream(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float =
 
 
 def _stream(model: GPT, seq: Tensor, prompt_len: int, *args: object) -> Iterator[Tensor]:
-    was_training = model.training
-    model.eval()
-    try:
-        for position in _tokens(model, seq, prompt_len, *args):
-            yield seq[:, position].clone()
-    finally:
-        model.train(was_training)
+    steps = _tokens(model, seq, prompt_len, *args)
+    while True:
+        with _evaluating(model):  # per step: the caller may use the model between steps
+            position = next(steps, None)
+        if position is None:
+            return
+        yield seq[:, position].clone()

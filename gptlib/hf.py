@@ -373,21 +373,57 @@ def _special_names(folder: Path) -> set[str]:
     return names
 
 
+def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
+    """The vocabulary and the merges (as merges.txt lines) of a Hugging Face ``tokenizer.json``."""
+    data = _read_json_file(path)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        kind = model.get("type") if isinstance(model, dict) else None
+        raise ValueError(f"from_hf: tokenizer.json holds a {kind!r} model, not GPT-2's byte-level BPE")
+    vocab, merges = model.get("vocab"), model.get("merges")
+    if not isinstance(vocab, dict) or not isinstance(merges, list):
+        raise ValueError("from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or merges (model.merges)")
+    # merges are "a b" strings in older files and [a, b] pairs in newer ones; byte-level tokens hold no space
+    lines = [m if isinstance(m, str) else " ".join(m) if isinstance(m, list) and all(isinstance(p, str) for p in m)
+             else repr(m) for m in merges]
+    return vocab, lines
+
+
+def _refuse_prefix_space(folder: Path) -> None:
+    """Raise if the tokenizer files ask for a space before the text, which our tokenizer never adds."""
+    settings = []
+    if (folder / "tokenizer_config.json").is_file():
+        settings.append(_read_json_file(folder / "tokenizer_config.json"))
+    if (folder / "tokenizer.json").is_file():
+        pre = _read_json_file(folder / "tokenizer.json").get("pre_tokenizer") or {}
+        settings += [pre, *pre.get("pretokenizers", [])] if isinstance(pre, dict) else []
+    if any(isinstance(d, dict) and d.get("add_prefix_space") is True for d in settings):
+        raise ValueError("from_hf: the tokenizer adds a space before every text (add_prefix_space=True), so it "
+                         "would encode differently from ours, which does not; save it with add_prefix_space=False")
+
+
 def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int]]:
-    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files (``vocab.json`` + ``merges.txt``), and
-    for each of our ids the id that ``vocab.json`` gives the same token.
+    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files (``vocab.json`` + ``merges.txt``, or the
+    ``tokenizer.json`` that Transformers' ``save_pretrained`` writes), and for each of our ids the id that
+    the vocabulary gives the same token. A tokenizer set to add a space before the text is refused.
 
     Our ids are the bytes in byte order, then one per merge in the order of ``merges.txt``, then the
     special tokens; GPT-2's own ``vocab.json`` orders the 256 bytes differently, so the map is not always
     the identity (:func:`from_hf` uses it to reorder the embedding's rows).
     """
     folder = Path(folder)
+    _refuse_prefix_space(folder)
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
     missing = [p.name for p in (vocab_path, merges_path) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"from_hf: the folder {folder.name!r} has no {' or '.join(missing)}; from_hf reads "
-                                "GPT-2's byte-level BPE tokenizer from vocab.json + merges.txt")
-    vocab = _read_json_file(vocab_path)
+    if not missing:
+        vocab = _read_json_file(vocab_path)
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+    elif (folder / "tokenizer.json").is_file():  # all that Transformers 5's save_pretrained writes
+        vocab, lines = _read_tokenizer_json(folder / "tokenizer.json")
+    else:
+        raise FileNotFoundError(f"from_hf: the folder {folder.name!r} has no {' or '.join(missing)} and no "
+                                "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer from vocab.json + "
+                                "merges.txt, or from the tokenizer.json that Transformers writes")
     ids = sorted(vocab.values()) if all(isinstance(v, int) for v in vocab.values()) else None
     if ids != list(range(len(vocab))):
         raise ValueError(f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each to one token")
@@ -402,7 +438,6 @@ def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int
         of_bytes[bytes([b])] = b
         hf_id.append(vocab[s])
     merges: list[tuple[int, int]] = []
-    lines = merges_path.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip() or (n == 1 and line.startswith("#version")):
             continue

@@ -262,12 +262,31 @@ def test_training_flag_is_restored_and_no_gradients():
     assert model.training and not out.requires_grad and out.dtype == torch.long
     it = stream(model, _prompt(), 10)
     next(it)
-    assert not model.training  # eval mode while streaming
+    assert model.training  # eval mode only while a step runs: between steps the model is the caller's
     it.close()
     assert model.training
     model.eval()
     list(stream(model, _prompt(), 3))
     assert not model.training
+
+
+def test_interleaved_streams_on_a_training_model_use_eval_mode_and_restore_every_flag():
+    config = GPTConfig(vocab_size=29, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.5)
+    model = _model(config).train()
+    model.transformer.h[1].mlp.eval()  # a submodule the caller put in eval mode on purpose
+    flags = {name: m.training for name, m in model.named_modules()}
+    first, second = stream(model, _prompt(), 20, top_k=1), stream(model, _prompt(), 20, top_k=1)
+    a, b = [], []
+    for _ in range(20):
+        a.append(next(first))
+        assert {name: m.training for name, m in model.named_modules()} == flags
+        b.append(next(second))
+    expected = _naive_greedy(model.eval(), _prompt(), 20, keep=8)[:, _prompt().shape[1]:]
+    assert torch.equal(torch.stack(a, 1), expected) and torch.equal(torch.stack(b, 1), expected)  # no dropout
+    model.train()
+    model.transformer.h[1].mlp.eval()
+    generate(model, _prompt(), 5)
+    assert {name: m.training for name, m in model.named_modules()} == flags
 
 
 def test_dropout_is_off_during_generation():

@@ -208,6 +208,41 @@ def test_round_trip_gives_identical_weights_and_tokenizer(tmp_path, texts):
     assert fast("a<|pad|>b")["input_ids"] == tok.encode("a<|pad|>b", allowed_special="all")
 
 
+def test_a_folder_that_transformers_saved_itself_reads_back(tmp_path, texts):
+    """Transformers 5's save_pretrained writes tokenizer.json (no vocab.json/merges.txt); from_hf reads it."""
+    tok = BPETokenizer.train(texts[0][:20_000], 300, special_tokens=(ENDOFTEXT,))
+    model = _model(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    path = to_hf(model, tok, tmp_path / "ours")
+    GPT2LMHeadModel.from_pretrained(path).save_pretrained(tmp_path / "theirs")
+    GPT2TokenizerFast.from_pretrained(path).save_pretrained(tmp_path / "theirs")
+    if not (tmp_path / "theirs" / "vocab.json").is_file():
+        assert (tmp_path / "theirs" / "tokenizer.json").is_file()
+    back, tok2 = from_hf(tmp_path / "theirs")
+    a, b = model.state_dict(), back.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert tok2.merges == tok.merges and tok2.special_tokens == tok.special_tokens
+    text = texts[1][:2000]
+    assert tok2.encode(text) == tok.encode(text)
+
+
+def test_a_tokenizer_that_adds_a_prefix_space_is_refused(exported):
+    cfg = json.loads((exported / "tokenizer_config.json").read_text())
+    (exported / "tokenizer_config.json").write_text(json.dumps({**cfg, "add_prefix_space": True}))
+    with pytest.raises(ValueError, match="add_prefix_space=True"):
+        from_hf(exported)
+
+
+def test_a_tokenizer_json_of_another_kind_is_refused(exported):
+    for name in ("vocab.json", "merges.txt"):
+        (exported / name).unlink()
+    (exported / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
+    with pytest.raises(ValueError, match="'WordPiece' model, not GPT-2's byte-level BPE"):
+        from_hf(exported)
+    (exported / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no vocab.json or merges.txt and no tokenizer.json"):
+        from_hf(exported)
+
+
 def test_to_hf_replaces_an_earlier_export(tmp_path, small_bpe):
     to_hf(_model(seed=0), small_bpe, tmp_path / "x")
     second = _model(seed=1)
