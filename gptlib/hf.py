@@ -221,13 +221,14 @@ def hf_tokenizer_files(tokenizer: BPETokenizer, model_max_length: int) -> dict[s
 # %% ../chapters/04-practice/01-hugging-face.ipynb #e847b999
 def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
     """``config.json`` for `model`: a ``GPT2Config`` with the same shape (``n_positions`` = ``block_size``),
-    GELU's tanh form (``gelu_new``), one dropout rate for all three of GPT-2's, and `eos_token_id` as the
+    GELU's tanh form as ours computes it (``gelu_pytorch_tanh``: ``F.gelu``; GPT-2's own ``gelu_new`` is the same
+    function written out, with other rounding), one dropout rate for all three of GPT-2's, and `eos_token_id` as the
     beginning- and end-of-text id."""
     c = model.config
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
-        "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",
+        "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_pytorch_tanh",
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "layer_norm_epsilon": model.transformer.ln_f.eps, "initializer_range": 0.02,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
@@ -336,7 +337,8 @@ def _read_config(folder: Path) -> GPTConfig:
     n_embd = cfg.get("n_embd", 768)
     problems = []
     if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        problems.append(f"activation_function {cfg['activation_function']!r} (ours is GELU's tanh form, 'gelu_new')")
+        problems.append(f"activation_function {cfg['activation_function']!r} (ours is GELU's tanh form, 'gelu_new' "
+                        "or 'gelu_pytorch_tanh')")
     if cfg.get("layer_norm_epsilon", 1e-5) != 1e-5:
         problems.append(f"layer_norm_epsilon {cfg['layer_norm_epsilon']!r} (ours is 1e-05)")
     if cfg.get("n_inner") not in (None, 4 * n_embd):

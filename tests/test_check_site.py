@@ -150,9 +150,9 @@ def broken_site(repo: Path) -> Path:
 def run(html: Path, *args: str) -> tuple[int, dict[str, list[str]], str]:
     # In a process of its own: Playwright's synchronous API runs its own event loop, which can hang in a
     # pytest worker whose asyncio was patched by an earlier notebook test (nbval, jupyter_client).
-    # One retry if the browser session hung (exit code 3 from the check's watchdog), which happens
-    # rarely when the notebooks' tests load both cores at the same time.
-    for _ in range(2):
+    # Up to two retries if the browser session hung (exit code 3 from the check's watchdog), which happens
+    # when the notebooks' tests load both cores at the same time (once, on 2026-11-29, twice in a row).
+    for _ in range(3):
         proc = subprocess.run([sys.executable, str(TOOL), str(html), *args, "--deadline", "150"],
                               capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
         if proc.returncode != 3:
