@@ -101,7 +101,8 @@ def setup(backend: str | None = None, *, device: str | torch.device | None = Non
     Reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)
     and calls ``torch.distributed.init_process_group``. ``backend`` defaults to ``"nccl"`` on CUDA and
     ``"gloo"`` otherwise. On CUDA each process takes the GPU ``cuda:LOCAL_RANK``; elsewhere ``device``
-    (default :func:`pick_device`). Without torchrun (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) there is one
+    (default :func:`pick_device`, but the CPU instead of MPS for several processes, which gloo cannot
+    connect). Without torchrun (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) there is one
     process, world size 1, and no process group. A bad argument raises ValueError; a missing or
     inconsistent environment, or an existing process group, raises RuntimeError saying what is wrong.
     """
@@ -115,6 +116,11 @@ def setup(backend: str | None = None, *, device: str | torch.device | None = Non
     if rank >= world:
         raise RuntimeError(f"setup: RANK={rank} must be smaller than WORLD_SIZE={world}")
     dev = pick_device(device)
+    if dev.type == "mps" and world > 1:  # gloo, the only backend there, cannot all-reduce MPS tensors
+        if device is not None:
+            raise ValueError(f"setup: {world} processes cannot train on {dev}: the gloo backend does not "
+                             "all-reduce MPS tensors; use device='cpu' for several processes on a Mac")
+        dev = torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = pick_device(f"cuda:{local_rank}")
     if dev.type == "cuda":

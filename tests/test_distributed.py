@@ -241,6 +241,19 @@ def test_setup_refuses_bad_backends(no_torchrun):
     assert not dist.is_initialized()
 
 
+def test_several_processes_on_a_mac_use_the_cpu_since_gloo_cannot_connect_mps(no_torchrun):
+    no_torchrun.setattr(gd, "pick_device", lambda device=None: torch.device("mps"))  # as on a Mac
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        no_torchrun.setenv(k, v)
+    with pytest.raises(ValueError, match="gloo backend does not all-reduce MPS tensors; use device='cpu'"):
+        gd.setup(device="mps")
+    with pytest.raises(ValueError, match="this process trains on cpu"):  # the default moved to the CPU
+        gd.setup("nccl")
+    assert not dist.is_initialized()
+    no_torchrun.setenv("WORLD_SIZE", "1")
+    assert gd.setup().device == torch.device("mps")  # one process may use the Mac's GPU
+
+
 def test_cleanup_without_a_group_does_nothing():
     gd.cleanup()
     assert not dist.is_initialized()
