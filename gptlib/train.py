@@ -31,9 +31,9 @@ from .utils import progress, set_seed
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RECIPES', 'as_token_tensor', 'get_batch', 'TrainConfig', 'learning_rate',
-           'configure_optimizer', 'estimate_loss', 'History', 'save_checkpoint', 'Checkpoint', 'load_checkpoint',
-           'NonFiniteLossError', 'train', 'Recipe', 'resolve_cache_dir', 'train_recipe', 'pretrained',
-           'pretrained_path']
+           'configure_optimizer', 'FlatAdamW', 'estimate_loss', 'History', 'save_checkpoint', 'Checkpoint',
+           'load_checkpoint', 'NonFiniteLossError', 'train', 'Recipe', 'resolve_cache_dir', 'train_recipe',
+           'pretrained', 'pretrained_path']
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #703c7193
 def _check_int(name: str, value: Any, low: int, where: str = "TrainConfig") -> None:
@@ -187,21 +187,162 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #77903947
 def configure_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
-                        betas: tuple[float, float] = (0.9, 0.95), *, fused: bool | None = None) -> torch.optim.AdamW:
+                        betas: tuple[float, float] = (0.9, 0.95), *, fused: bool | None = None,
+                        flat: bool = False) -> torch.optim.AdamW:
     """AdamW with two parameter groups: weight decay on the matrices (every parameter with 2 or more
     dimensions: linear layers and embeddings), none on biases and LayerNorm gains. A tied parameter
     appears once.
 
     ``fused`` selects PyTorch's fused AdamW kernel, one pass over all parameters instead of several
     passes per tensor; the default uses it when every parameter is a floating-point tensor on a CPU or
-    CUDA device. It is the same algorithm; results differ from the unfused one only by float rounding."""
+    CUDA device. It is the same algorithm; results differ from the unfused one only by float rounding.
+    ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into one buffer per group."""
     params = dict(model.named_parameters())  # named_parameters lists a shared tensor once
     decay = [p for p in params.values() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params.values() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if fused is None:
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+    optimizer_class = FlatAdamW if flat else torch.optim.AdamW
+    return optimizer_class(groups, lr=learning_rate, betas=betas, fused=fused)
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #ae2b27de
+class FlatAdamW(torch.optim.AdamW):
+    """AdamW over parameters gathered into one contiguous buffer per parameter group.
+
+    Each parameter's data becomes a view of its slice of its group's buffer, with unchanged values, and its
+    ``.grad`` a view of the same slice of a gradient buffer, so back-propagation adds into the buffer. The
+    update, clipping (``torch.nn.utils.clip_grad_norm_`` of the flat parameters of ``param_groups``) and
+    :meth:`zero_grad` then act on a few large tensors instead of many small ones. The update is AdamW's,
+    element by element; unlike ``torch.optim.AdamW``, which skips a parameter whose ``.grad`` is None,
+    every parameter is stepped at every step (with a zero gradient if it got none).
+
+    A group's parameters must be distinct tensors that require gradients, of one floating-point dtype
+    on one device. :meth:`state_dict` and :meth:`load_state_dict` use the per-parameter layout of
+    ``torch.optim.AdamW`` over the same groups, so their checkpoints are interchangeable. :meth:`release`
+    gives every parameter its own memory back; the optimizer cannot step afterwards.
+    """
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        groups = list(params)
+        if groups and not isinstance(groups[0], Mapping):
+            groups = [{"params": groups}]
+        self._members: list[list[nn.Parameter]] = []
+        flat_groups = []
+        seen: set[int] = set()
+        for number, group in enumerate(groups):
+            members = list(group["params"])
+            if any(id(p) in seen for p in members) or len({id(p) for p in members}) < len(members):
+                raise ValueError(f"FlatAdamW: group {number} lists a parameter twice (or one another group lists)")
+            seen.update(id(p) for p in members)
+            if any(not isinstance(p, Tensor) or not p.requires_grad for p in members):
+                raise ValueError(f"FlatAdamW: every parameter of group {number} must be a tensor that requires grad")
+            kinds = {(p.dtype, p.device) for p in members}
+            if len(kinds) > 1 or any(not dtype.is_floating_point for dtype, _ in kinds):
+                raise ValueError(f"FlatAdamW: the parameters of group {number} must share one floating-point dtype "
+                                 f"and one device to share a buffer; got {sorted(map(str, kinds))}")
+            self._members.append(members)
+            flat_groups.append({**group, "params": [self._flatten(members)] if members else []})
+        super().__init__(flat_groups, **kwargs)
+
+    @staticmethod
+    def _flatten(members: list[nn.Parameter]) -> nn.Parameter:
+        """One buffer holding ``members`` (and one for their gradients); each member becomes a view of its slice."""
+        first = members[0]
+        total = sum(p.numel() for p in members)
+        data = torch.empty(total, dtype=first.dtype, device=first.device)
+        grad = torch.zeros_like(data)
+        offset = 0
+        for p in members:
+            n = p.numel()
+            view = data[offset:offset + n].view(p.shape)
+            view.copy_(p.detach())
+            grad_view = grad[offset:offset + n].view(p.shape)
+            if p.grad is not None:  # a gradient already there is kept
+                grad_view.copy_(p.grad)
+            p.data = view
+            p.grad = grad_view
+            offset += n
+        flat = nn.Parameter(data)
+        flat.grad = grad
+        return flat
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradient buffers in place (whatever ``set_to_none`` says: the parameters' gradients are
+        views of the buffers and must stay so)."""
+        for group in self.param_groups:
+            for flat in group["params"]:
+                flat.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state in the per-parameter layout of ``torch.optim.AdamW`` over the same groups (copies)."""
+        flat_state = super().state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        groups = []
+        index = 0
+        for group, members in zip(flat_state["param_groups"], self._members):
+            saved = flat_state["state"].get(group["params"][0]) if group["params"] else None
+            ids = []
+            offset = 0
+            for p in members:
+                n = p.numel()
+                if saved is not None:
+                    state[index] = {key: (value[offset:offset + n].view(p.shape).clone()
+                                          if isinstance(value, Tensor) and value.dim() else
+                                          value.clone() if isinstance(value, Tensor) else value)
+                                    for key, value in saved.items()}
+                ids.append(index)
+                index += 1
+                offset += n
+            groups.append({**group, "params": ids})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state in the per-parameter layout (from :meth:`state_dict` or ``torch.optim.AdamW``)."""
+        groups = state_dict["param_groups"]
+        have = [len(g["params"]) for g in groups]
+        want = [len(m) for m in self._members]
+        if have != want:
+            raise ValueError(f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
+                             f"optimizer groups of {want}")
+        flat_state: dict[int, dict[str, Any]] = {}
+        flat_groups = []
+        index = 0
+        for number, (group, members) in enumerate(zip(groups, self._members)):
+            if not members:
+                flat_groups.append({**group, "params": []})
+                continue
+            per_param = [state_dict["state"].get(i) for i in group["params"]]
+            if any(s is not None for s in per_param):
+                if any(s is None for s in per_param) or len({tuple(sorted(s)) for s in per_param}) > 1:
+                    raise ValueError(f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
+                                     f"or other keys; a flat optimizer steps a group's parameters together")
+                merged: dict[str, Any] = {}
+                for key, first in per_param[0].items():
+                    if isinstance(first, Tensor) and first.dim():
+                        if any(s[key].shape != p.shape for s, p in zip(per_param, members)):
+                            raise ValueError(f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
+                                             f"have its parameter's shape")
+                        merged[key] = torch.cat([s[key].reshape(-1) for s in per_param])
+                    else:
+                        if any(not torch.equal(torch.as_tensor(s[key]), torch.as_tensor(first)) for s in per_param):
+                            raise ValueError(f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
+                                             f"in {key!r}; a flat optimizer steps a group's parameters together")
+                        merged[key] = first.clone() if isinstance(first, Tensor) else first  # not shared
+                flat_state[index] = merged
+            flat_groups.append({**group, "params": [index]})
+            index += 1
+        super().load_state_dict({"state": flat_state, "param_groups": flat_groups})
+
+    def release(self) -> None:
+        """Give every parameter its own memory (same values) and drop the gradients (None)."""
+        for members in self._members:
+            for p in members:
+                p.data = p.data.clone()
+                p.grad = None
+        for group in self.param_groups:
+            group["params"] = []
+        self.state.clear()
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #0dc529e3
 @torch.no_grad()
@@ -493,7 +634,8 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     """Train ``model`` in place on the token ids ``train_ids`` and return the :class:`History`.
 
     Each step: the learning rate of :func:`learning_rate`, a batch from :func:`get_batch`, the loss, the
-    gradients clipped to ``config.grad_clip``, one AdamW step (:func:`configure_optimizer`). Every
+    gradients clipped to ``config.grad_clip``, one AdamW step (:class:`FlatAdamW` from
+    :func:`configure_optimizer`, per tensor if the parameters differ in dtype or device). Every
     ``config.eval_interval`` steps and at the end, :func:`estimate_loss` on both splits. With
     ``config.checkpoint_dir``, checkpoints (:func:`save_checkpoint`, with ``tokenizer``) go there.
     ``resume`` (a checkpoint folder or :class:`Checkpoint` of this model's config) restores weights,
@@ -507,9 +649,9 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws the same batch of
     ``config.batch_size`` windows and takes its own equal share of the rows, so the averaged gradient, and
     the step, are those of the whole batch in one process. Only process 0 shows progress and writes
-    checkpoints; every process returns the same history. (Each process evaluates every batch itself, and a
-    resumed run restores process 0's random state everywhere, so with dropout a resumed multi-process run is
-    not bit-for-bit the uninterrupted one.)
+    checkpoints; every process returns the same history, except ``elapsed``, which is its own clock. (Each
+    process evaluates every batch itself, and a resumed run restores process 0's random state everywhere,
+    so with dropout a resumed multi-process run is not bit-for-bit the uninterrupted one.)
     """
     if not isinstance(model, GPT):
         raise ValueError(f"train: model must be a gptlib.model.GPT, got {type(model).__name__}")
@@ -530,107 +672,113 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     if c.batch_size % world:
         raise ValueError(f"train: batch_size={c.batch_size} does not split evenly among {world} processes; "
                          f"use a multiple of {world}")
-    rows = slice(rank * c.batch_size // world, (rank + 1) * c.batch_size // world)  # this process's share
     device = next(model.parameters()).device
-    net: nn.Module = model
-    if distributed:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16")
-
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.betas)
-    generator = torch.Generator()
-    start = 0
-    history = History()
-    if resume is not None:
-        ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, config=model.config)
-        if ckpt.config != model.config:
-            raise ValueError(f"train: cannot resume a {ckpt.config} checkpoint into a {model.config} model")
-        if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
-            raise ValueError("train: the checkpoint has no optimizer or data RNG state, so it cannot be resumed")
-        model.load_state_dict(ckpt.model.state_dict())
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        generator.set_state(ckpt.data_rng_state)
-        torch.set_rng_state(ckpt.torch_rng_state)
-        start = ckpt.step
-        history = ckpt.history.truncate(start) if ckpt.history is not None else History()
-    else:
-        generator.manual_seed(c.seed)
-        torch.manual_seed(c.seed + rank)  # dropout: each process its own masks
-    if start > c.max_iters:
-        raise ValueError(f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}")
-
-    ckpt_dir = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
-    ckpt_every = c.checkpoint_interval or c.eval_interval
-    offset = history.elapsed[-1] if history.elapsed else 0.0
-    t0 = time.perf_counter()
-
-    def checkpoint(step: int) -> None:
-        if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaNs
-            raise NonFiniteLossError(f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
-                                     f"without writing a checkpoint (the last good one stays in {ckpt_dir})")
-        if rank != 0:  # every process checks (same weights, so all stop together); one writes
-            return
-        save_checkpoint(ckpt_dir, model, optimizer=optimizer, step=step, tokenizer=tokenizer, train_config=c,
-                        generator=generator, history=history)
-
-    def evaluate(step: int) -> None:
-        if history.eval_step and history.eval_step[-1] == step:
-            return
-        seed = c.seed + 1  # the same evaluation batches every time, apart from the training batches' stream
-        history.eval_step.append(step)
-        with autocast:  # every process evaluates the same batches and gets the same numbers
-            history.eval_train_loss.append(estimate_loss(model, train_ids, block_size, c.batch_size, c.eval_iters, seed))
-            history.val_loss.append(estimate_loss(model, val_ids, block_size, c.batch_size, c.eval_iters, seed))
-        if callback is not None:
-            callback(step, model)
-
-    model.train()
-    bar = progress(range(start, c.max_iters), total=c.max_iters, initial=start, desc="training",
-                   disable=not show_progress or rank != 0)
-    for step in bar:
-        if step % c.eval_interval == 0:
-            evaluate(step)
-            bar.set_postfix(val=f"{history.val_loss[-1]:.3f}", refresh=False)
-        lr = learning_rate(step, c)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = get_batch(train_ids, block_size, c.batch_size, generator)
-        if world > 1:
-            x, y = x[rows], y[rows]
-        if device.type != "cpu":
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast:
-            _, loss = net(x, y)
-        if world > 1:  # the mean over the whole batch, the same number in every process
-            mean = loss.detach().clone()
-            dist.all_reduce(mean)
-            loss_value = mean.item() / world
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    flat = len({(p.dtype, p.device) for p in trainable}) == 1  # one buffer per group needs one dtype and device
+    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.betas, flat=flat)
+    try:  # a flat optimizer gives the parameters their own memory back, however training ends
+        rows = slice(rank * c.batch_size // world, (rank + 1) * c.batch_size // world)  # this process's share
+        net: nn.Module = model
+        if distributed:  # after the optimizer, which may move the parameters into its buffers
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        to_clip = [p for group in optimizer.param_groups for p in group["params"]]
+        generator = torch.Generator()
+        start = 0
+        history = History()
+        if resume is not None:
+            ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, config=model.config)
+            if ckpt.config != model.config:
+                raise ValueError(f"train: cannot resume a {ckpt.config} checkpoint into a {model.config} model")
+            if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
+                raise ValueError("train: the checkpoint has no optimizer or data RNG state, so it cannot be resumed")
+            model.load_state_dict(ckpt.model.state_dict())
+            optimizer.load_state_dict(ckpt.optimizer_state)
+            generator.set_state(ckpt.data_rng_state)
+            torch.set_rng_state(ckpt.torch_rng_state)
+            start = ckpt.step
+            history = ckpt.history.truncate(start) if ckpt.history is not None else History()
         else:
-            loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            bar.close()
-            kept = f"; the last good checkpoint is {ckpt_dir}" if ckpt_dir is not None and ckpt_dir.exists() else ""
-            raise NonFiniteLossError(f"train: the loss is {loss_value} at step {step} (learning rate {lr:.3g}); "
-                                     f"training stopped{kept}")
-        loss.backward()
-        if c.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.step.append(step)
-        history.train_loss.append(loss_value)
-        history.lr.append(lr)
-        history.elapsed.append(offset + time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-        if ckpt_dir is not None and (step + 1) % ckpt_every == 0 and step + 1 < c.max_iters:
-            checkpoint(step + 1)
-    bar.close()
-    evaluate(c.max_iters)
-    if ckpt_dir is not None:
-        checkpoint(c.max_iters)
-    if distributed:
-        dist.barrier()  # no process returns before the final checkpoint is on disk
-    return history
+            generator.manual_seed(c.seed)
+            torch.manual_seed(c.seed + rank)  # dropout: each process its own masks
+        if start > c.max_iters:
+            raise ValueError(f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}")
+
+        ckpt_dir = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
+        ckpt_every = c.checkpoint_interval or c.eval_interval
+        offset = history.elapsed[-1] if history.elapsed else 0.0
+        t0 = time.perf_counter()
+
+        def checkpoint(step: int) -> None:
+            if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaNs
+                raise NonFiniteLossError(f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
+                                         f"without writing a checkpoint (the last good one stays in {ckpt_dir})")
+            if rank != 0:  # every process checks (same weights, so all stop together); one writes
+                return
+            save_checkpoint(ckpt_dir, model, optimizer=optimizer, step=step, tokenizer=tokenizer, train_config=c,
+                            generator=generator, history=history)
+
+        def evaluate(step: int) -> None:
+            if history.eval_step and history.eval_step[-1] == step:
+                return
+            seed = c.seed + 1  # the same evaluation batches every time, apart from the training batches' stream
+            history.eval_step.append(step)
+            with autocast:  # every process evaluates the same batches and gets the same numbers
+                for ids, losses in ((train_ids, history.eval_train_loss), (val_ids, history.val_loss)):
+                    losses.append(estimate_loss(model, ids, block_size, c.batch_size, c.eval_iters, seed))
+            if callback is not None:
+                callback(step, model)
+
+        model.train()
+        bar = progress(range(start, c.max_iters), total=c.max_iters, initial=start, desc="training",
+                       disable=not show_progress or rank != 0)
+        for step in bar:
+            if step % c.eval_interval == 0:
+                evaluate(step)
+                bar.set_postfix(val=f"{history.val_loss[-1]:.3f}", refresh=False)
+            lr = learning_rate(step, c)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(train_ids, block_size, c.batch_size, generator)
+            if world > 1:
+                x, y = x[rows], y[rows]
+            if device.type != "cpu":
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast:
+                _, loss = net(x, y)
+            if world > 1:  # the mean over the whole batch, the same number in every process
+                mean = loss.detach().clone()
+                dist.all_reduce(mean)
+                loss_value = mean.item() / world
+            else:
+                loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                bar.close()
+                kept = f"; the last good checkpoint is {ckpt_dir}" if ckpt_dir is not None and ckpt_dir.exists() else ""
+                raise NonFiniteLossError(f"train: the loss is {loss_value} at step {step} (learning rate {lr:.3g}); "
+                                         f"training stopped{kept}")
+            loss.backward()
+            if c.grad_clip is not None:
+                nn.utils.clip_grad_norm_(to_clip, c.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.step.append(step)
+            history.train_loss.append(loss_value)
+            history.lr.append(lr)
+            history.elapsed.append(offset + time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            if ckpt_dir is not None and (step + 1) % ckpt_every == 0 and step + 1 < c.max_iters:
+                checkpoint(step + 1)
+        bar.close()
+        evaluate(c.max_iters)
+        if ckpt_dir is not None:
+            checkpoint(c.max_iters)
+        if distributed:
+            dist.barrier()  # no process returns before the final checkpoint is on disk
+        return history
+    finally:
+        if isinstance(optimizer, FlatAdamW):
+            optimizer.release()
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #726a5212
 @dataclass(frozen=True)
@@ -650,7 +798,8 @@ class Recipe:
         """A short hash of everything in the recipe, so a changed recipe never loads an old cache."""
         d = {"tokenizer": self.tokenizer, "model": dict(self.model), "train": self.train.to_dict(),
              "bpe_vocab_size": self.bpe_vocab_size, "max_chars": self.max_chars, "seed": self.seed,
-             "checkpoint_format": CHECKPOINT_VERSION, "optimizer": "AdamW (fused kernel where supported)",
+             "checkpoint_format": CHECKPOINT_VERSION,
+             "optimizer": "FlatAdamW (fused kernel where supported), clipping the flat gradients",
              "gelu": "x * sigmoid(u) with a hand-written backward (gptlib.model.gelu)"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -118,6 +118,128 @@ def test_the_fused_adamw_kernel_is_the_default_on_cpu_and_takes_the_same_step():
     assert not _same_weights(fused, _model(dataclasses.replace(TINY, dropout=0.0)))  # it did take a step
 
 
+def _steps(flat: bool, steps: int = 4, clip: float | None = None, config: GPTConfig = TINY):
+    model = _model(dataclasses.replace(config, dropout=0.0))
+    opt = configure_optimizer(model, 1e-2, 0.1, flat=flat)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    batches = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, y = get_batch(_ids(), 16, 4, batches)
+        model(x, y)[1].backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model, opt
+
+
+def test_flat_adamw_puts_each_group_in_one_buffer_of_views():
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = configure_optimizer(model, 1e-3, 0.1, flat=True)
+    assert isinstance(opt, gt.FlatAdamW) and [len(g["params"]) for g in opt.param_groups] == [1, 1]
+    buffers = [g["params"][0] for g in opt.param_groups]
+    assert sum(b.numel() for b in buffers) == model.num_params()
+    group_of = {id(p): g for g, members in enumerate(opt._members) for p in members}
+    for name, p in model.named_parameters():
+        buffer = buffers[group_of[id(p)]]
+        assert p.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr(), name
+        assert p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr(), name
+        assert torch.equal(p, before[name]) and not p.grad.any()
+    assert model.lm_head.weight is model.transformer.wte.weight  # the tie survives
+    buffers[0].data.add_(1.0)  # writing the buffer writes the parameters
+    assert torch.equal(model.transformer.wte.weight, before["transformer.wte.weight"] + 1.0)
+
+
+def test_flat_adamw_takes_the_per_tensor_steps():
+    (flat, _), (per_tensor, _) = _steps(True), _steps(False)
+    assert _same_weights(flat, per_tensor)  # without clipping every number is computed the same way
+    (flat, _), (per_tensor, _) = _steps(True, clip=0.1), _steps(False, clip=0.1)
+    gap = max((a - b).abs().max().item() for a, b in zip(flat.parameters(), per_tensor.parameters()))
+    assert gap < 1e-5  # the norm is summed in another order
+    assert not _same_weights(flat, _steps(True, clip=None)[0])  # clipping at 0.1 did change the steps
+
+
+def test_zero_grad_keeps_the_gradients_as_views_of_the_buffer():
+    model, opt = _steps(True, steps=1)
+    buffer = opt.param_groups[0]["params"][0]
+    p = model.transformer.wte.weight
+    assert p.grad is not None and p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr()
+    assert not buffer.grad.any()
+    x, y = get_batch(_ids(), 16, 4, torch.Generator().manual_seed(5))
+    model(x, y)[1].backward()
+    assert buffer.grad.any() and torch.equal(buffer.grad[: p.numel()].view(p.shape), p.grad)
+
+
+def test_flat_and_per_tensor_state_dicts_are_interchangeable():
+    flat, opt_flat = _steps(True, steps=3)
+    per_tensor, opt_per = _steps(False, steps=3)
+    sd_flat, sd_per = opt_flat.state_dict(), opt_per.state_dict()
+    assert [g["params"] for g in sd_flat["param_groups"]] == [g["params"] for g in sd_per["param_groups"]]
+    assert sd_flat["state"].keys() == sd_per["state"].keys()
+    for i, state in sd_per["state"].items():
+        assert all(torch.equal(state[k], sd_flat["state"][i][k]) for k in state)
+    # each optimizer resumes from the other's state: one more step, same weights
+    fresh_flat = _model(dataclasses.replace(TINY, dropout=0.0))
+    fresh_flat.load_state_dict(per_tensor.state_dict())
+    fresh_opt = configure_optimizer(fresh_flat, 1e-2, 0.1, flat=True)
+    fresh_opt.load_state_dict(sd_per)
+    fresh_per = _model(dataclasses.replace(TINY, dropout=0.0))
+    fresh_per.load_state_dict(flat.state_dict())
+    fresh_per_opt = configure_optimizer(fresh_per, 1e-2, 0.1)
+    fresh_per_opt.load_state_dict(sd_flat)
+    x, y = get_batch(_ids(), 16, 4, torch.Generator().manual_seed(9))
+    for model, opt in ((fresh_flat, fresh_opt), (fresh_per, fresh_per_opt), (per_tensor, opt_per)):
+        model(x, y)[1].backward()
+        opt.step()
+    assert _same_weights(fresh_flat, per_tensor) and _same_weights(fresh_per, per_tensor)
+
+
+def test_flat_adamw_rejects_states_and_parameters_it_cannot_hold():
+    model = _model()
+    opt = configure_optimizer(model, 1e-3, 0.1, flat=True)
+    other = configure_optimizer(_model(dataclasses.replace(TINY, n_layer=1)), 1e-3, 0.1)
+    with pytest.raises(ValueError, match=r"groups of \[\d+, \d+\] parameters, this optimizer groups of"):
+        opt.load_state_dict(other.state_dict())
+    mixed = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))]
+    with pytest.raises(ValueError, match="one floating-point dtype and one device"):
+        gt.FlatAdamW(mixed, lr=1e-3)
+    shared = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="lists a parameter twice"):
+        gt.FlatAdamW([{"params": [shared]}, {"params": [shared]}], lr=1e-3)
+    with pytest.raises(ValueError, match="requires grad"):
+        gt.FlatAdamW([torch.nn.Parameter(torch.zeros(3), requires_grad=False)], lr=1e-3)
+
+
+def test_release_gives_the_parameters_their_own_memory_back():
+    model, opt = _steps(True, steps=2)
+    values = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.release()
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == len(list(model.parameters()))
+    assert all(p.grad is None and torch.equal(p, values[n]) for n, p in model.named_parameters())
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_train_uses_a_flat_optimizer_and_leaves_an_ordinary_model():
+    model = _model()
+    seen = {}
+    original = gt.configure_optimizer
+
+    def spy(*args, **kwargs):
+        seen["optimizer"] = original(*args, **kwargs)
+        return seen["optimizer"]
+
+    gt.configure_optimizer, saved = spy, gt.configure_optimizer
+    try:
+        train(model, _ids(), _ids(seed=1), dataclasses.replace(TINY_TRAIN, max_iters=3), show_progress=False)
+    finally:
+        gt.configure_optimizer = saved
+    assert isinstance(seen["optimizer"], gt.FlatAdamW)
+    assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_dtype_is_float32_or_bfloat16():
     assert TrainConfig().dtype == "float32"
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'.*got 'float16'"):
