@@ -3,6 +3,7 @@
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #478f2f60
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -158,6 +159,10 @@ class Examples:
     def __getitem__(self, index: Any) -> Examples:
         return Examples(self.ids[index], self.lengths[index], self.labels[index])
 
+    def to(self, device: str | torch.device) -> Examples:
+        """The same examples with their tensors on ``device`` (their integer dtypes unchanged)."""
+        return Examples(self.ids.to(device), self.lengths.to(device), self.labels.to(device))
+
 
 def encode_passages(tokenizer: CharTokenizer | BPETokenizer, items: Sequence[Passage], block_size: int) -> Examples:
     """Encode ``items`` with ``tokenizer``, keep the first ``block_size`` tokens of each, pad to ``block_size``
@@ -183,10 +188,18 @@ class GPTClassifier(nn.Module):
     """A GPT with a linear classification head on its final hidden states.
 
     The features of a passage are the GPT's :meth:`~gptlib.model.GPT.hidden_states` pooled over its real
-    tokens: their mean (``pooling="mean"``) or the state at the last one (``"last"``, as in GPT-1). ``head``
+    tokens: their mean (``pooling="mean"``) or the state at the last one (``"last"``, as in GPT-1). A passage
+    longer than the GPT's context is cut into windows of ``block_size`` tokens, read independently; with
+    ``"last"``, only the window holding the last real token is read, since no other one affects it. ``head``
     maps them to ``n_classes`` logits. ``lm_weight`` adds that multiple of the language-model loss on the same
-    passages to the classification loss. ``freeze=True`` fixes the GPT's weights (``requires_grad=False``),
-    so that only the head learns: a linear probe.
+    passages to the classification loss.
+
+    The classifier starts from a copy of ``gpt`` (``copy.deepcopy``, on its device and in its dtype, without
+    its gradients), kept as ``self.gpt``; the head is made on the same device and in the same dtype. Building,
+    freezing or training a classifier therefore never changes ``gpt`` or any other classifier built from it, at
+    the cost of one copy of the GPT's weights per classifier. ``freeze=True`` turns off ``requires_grad`` on
+    the copy, so that only the head learns: a linear probe; ``freeze=False`` turns it on for every weight of the
+    copy, so that the whole model learns.
     """
 
     def __init__(self, gpt: GPT, n_classes: int, *, pooling: str = "mean", lm_weight: float = 0.0,
@@ -204,12 +217,14 @@ class GPTClassifier(nn.Module):
             raise ValueError(f"GPTClassifier: freeze must be True or False, got {freeze!r}")
         if freeze and lm_weight:
             raise ValueError("GPTClassifier: with freeze=True the GPT cannot learn, so lm_weight must be 0")
-        self.gpt = gpt
+        self.gpt = copy.deepcopy(gpt)  # our own copy: freezing or training it leaves `gpt` alone
+        self.gpt.zero_grad(set_to_none=True)
+        self.gpt.requires_grad_(not freeze)
         self.n_classes, self.pooling, self.lm_weight, self.freeze = n_classes, pooling, float(lm_weight), freeze
-        self.head = nn.Linear(gpt.config.n_embd, n_classes)
+        weight = self.gpt.transformer.wte.weight
+        self.head = nn.Linear(gpt.config.n_embd, n_classes, device=weight.device, dtype=weight.dtype)
         nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
         nn.init.zeros_(self.head.bias)
-        gpt.requires_grad_(not freeze)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, lm_weight={self.lm_weight}, freeze={self.freeze}"
@@ -237,6 +252,16 @@ class GPTClassifier(nn.Module):
     def features(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The pooled features ``(B, n_embd)`` of the passages ``idx`` ``(B, T)`` with ``lengths`` real tokens."""
         lengths = self._check(idx, None, lengths)
+        return self._features(idx, lengths)
+
+    def _features(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        B, T = idx.shape
+        block_size = self.gpt.config.block_size
+        if self.pooling == "last" and T > block_size:
+            # the windows are read independently, so only the one holding the last real token matters
+            rows, last = torch.arange(B, device=idx.device), lengths - 1
+            window = idx.reshape(B, T // block_size, block_size)[rows, last // block_size]
+            return self.gpt.hidden_states(window)[rows, last % block_size]
         return self._pool(self._hidden(idx), lengths)
 
     def _hidden(self, idx: Tensor) -> Tensor:
@@ -260,28 +285,33 @@ class GPTClassifier(nn.Module):
         real tokens each, default all ``T``), and with ``labels`` the loss: the mean cross-entropy of the
         labels plus ``lm_weight`` times the language-model loss of the passages' real tokens."""
         lengths = self._check(idx, labels, lengths)
-        h = self._hidden(idx)
+        if labels is None or not self.lm_weight:
+            logits = self.head(self._features(idx, lengths))
+            return logits, None if labels is None else F.cross_entropy(logits, labels.long())
+        h = self._hidden(idx)  # the language-model loss needs the hidden states of every window
         logits = self.head(self._pool(h, lengths))
-        if labels is None:
-            return logits, None
         loss = F.cross_entropy(logits, labels.long())
-        if self.lm_weight:
-            # position t predicts token t + 1, unless that is padding or starts the next window
-            nxt = torch.arange(1, idx.shape[1], device=idx.device)
-            unseen = (nxt >= lengths[:, None]) | (nxt % self.gpt.config.block_size == 0)
-            targets = idx[:, 1:].masked_fill(unseen, -1)
-            if targets.ge(0).any():  # a batch of one-token passages has nothing to predict
-                lm_logits = self.gpt.lm_head(h[:, :-1])
-                loss = loss + self.lm_weight * F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]),
-                                                               targets.reshape(-1), ignore_index=-1)
+        # position t predicts token t + 1, unless that is padding or starts the next window
+        nxt = torch.arange(1, idx.shape[1], device=idx.device)
+        unseen = (nxt >= lengths[:, None]) | (nxt % self.gpt.config.block_size == 0)
+        targets = idx[:, 1:].masked_fill(unseen, -1)
+        if targets.ge(0).any():  # a batch of one-token passages has nothing to predict
+            lm_logits = self.gpt.lm_head(h[:, :-1])
+            loss = loss + self.lm_weight * F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]),
+                                                           targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #b2c79f7b
+def _device(classifier: GPTClassifier) -> torch.device:
+    return next(classifier.parameters()).device
+
+
 @torch.no_grad()
 def _frozen_features(classifier: GPTClassifier, examples: Examples, batch_size: int = 64) -> Tensor:
     classifier.eval()
+    device = _device(classifier)
     return torch.cat([classifier.features(b.ids, b.lengths)
-                      for b in (examples[i:i + batch_size] for i in range(0, len(examples), batch_size))])
+                      for b in (examples[i:i + batch_size].to(device) for i in range(0, len(examples), batch_size))])
 
 
 def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
@@ -294,7 +324,8 @@ def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
     :func:`gptlib.train.configure_optimizer` (only the parameters that require gradients) and
     ``grad_clip``. Its evaluation and checkpoint fields are not used. With a frozen GPT (a linear probe)
     the features of ``train`` are computed once, in eval mode, and only the head trains on them.
-    Leaves the classifier in eval mode.
+    The classifier trains on the device it is on: ``train`` may stay on the CPU, and each batch is moved
+    there. Leaves the classifier in eval mode.
     """
     if not isinstance(classifier, GPTClassifier):
         raise ValueError(f"finetune: classifier must be a GPTClassifier, got {type(classifier).__name__}")
@@ -310,9 +341,10 @@ def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
     generator = torch.Generator().manual_seed(c.seed)
     torch.manual_seed(c.seed)
     params = [p for p in classifier.parameters() if p.requires_grad]
-    features = None
+    device = _device(classifier)
+    features = labels = None
     if classifier.freeze:  # a frozen GPT gives the same features every time: compute them once
-        features = _frozen_features(classifier, train)
+        features, labels = _frozen_features(classifier, train), train.labels.to(device).long()
     losses = []
     classifier.train()
     for step in progress(range(c.max_iters), desc="fine-tuning", disable=not show_progress):
@@ -320,10 +352,11 @@ def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
             group["lr"] = learning_rate(step, c)
         rows = torch.randint(len(train), (c.batch_size,), generator=generator)
         if features is None:
-            batch = train[rows]
+            batch = train[rows].to(device)
             _, loss = classifier(batch.ids, batch.labels, batch.lengths)
         else:
-            loss = F.cross_entropy(classifier.head(features[rows]), train.labels[rows].long())
+            rows = rows.to(device)
+            loss = F.cross_entropy(classifier.head(features[rows]), labels[rows])
         loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, c.grad_clip)
@@ -368,12 +401,17 @@ def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
 
 @torch.no_grad()
 def predict(classifier: GPTClassifier, examples: Examples, batch_size: int = 256) -> Tensor:
-    """The predicted class of every example (in eval mode, ``batch_size`` at a time)."""
+    """The predicted class of every example (in eval mode, ``batch_size`` at a time, each batch moved to the
+    classifier's device), on the device of ``examples``."""
     if not isinstance(examples, Examples) or len(examples) == 0:
         raise ValueError("predict: examples must be a non-empty Examples")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
     classifier.eval()
+    device = _device(classifier)
     return torch.cat([classifier(b.ids, None, b.lengths)[0].argmax(-1)
-                      for b in (examples[i:i + batch_size] for i in range(0, len(examples), batch_size))])
+                      for b in (examples[i:i + batch_size].to(device) for i in range(0, len(examples), batch_size))
+                      ]).to(examples.labels.device)
 
 
 def evaluate(classifier: GPTClassifier, examples: Examples, batch_size: int = 256) -> Scores:

@@ -1,5 +1,6 @@
 """gptlib.finetune: passages split by play, padding and windows, the classifier's shapes, pooling, gradients
-(frozen and not), the auxiliary LM loss, scores, input checks, determinism and a toy task it must learn."""
+(frozen and not), classifiers' independence from their GPT and each other, dtype and device, the auxiliary LM
+loss, scores, input checks, determinism and a toy task it must learn."""
 
 import math
 
@@ -141,6 +142,48 @@ def test_gradients_reach_the_gpt_unless_frozen():
     assert all(p.grad is None for p in frozen.gpt.parameters()) and frozen.head.weight.grad is not None
 
 
+def test_last_pooling_reads_only_the_window_of_the_last_token():
+    gpt = _gpt()
+    clf = GPTClassifier(gpt, 2, pooling="last").eval()
+    ids, lengths = torch.randint(0, TINY.vocab_size, (3, 24)), torch.tensor([20, 9, 24])
+    with torch.no_grad():
+        got = clf.features(ids, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            w = (n - 1) // 8  # the window holding the last real token, read alone from position 0
+            torch.testing.assert_close(got[row], gpt.hidden_states(ids[row:row + 1, 8 * w:8 * w + 8])[0, (n - 1) % 8])
+        other = ids.clone()
+        other[:, :8] = (other[:, :8] + 1) % TINY.vocab_size  # change the first window: not the last one of any row
+        torch.testing.assert_close(clf.features(other, lengths), got)
+        aux = GPTClassifier(gpt, 2, pooling="last", lm_weight=0.5).eval()  # with the LM loss, every window is read
+        aux.head.load_state_dict(clf.head.state_dict())
+        torch.testing.assert_close(aux(ids, torch.tensor([0, 1, 0]), lengths)[0], clf(ids, None, lengths)[0])
+
+
+def test_classifiers_copy_their_gpt_so_they_never_change_it_or_each_other():
+    gpt = _gpt()
+    original = {k: v.clone() for k, v in gpt.state_dict().items()}
+    probe = GPTClassifier(gpt, 2, freeze=True)
+    tuned = GPTClassifier(gpt, 2)  # built on the same GPT after the probe: the probe stays frozen
+    assert not any(p.requires_grad for p in probe.gpt.parameters())
+    GPTClassifier(gpt, 2, freeze=True)  # and a probe built later does not freeze `tuned`
+    assert all(p.requires_grad for p in tuned.gpt.parameters()) and all(p.requires_grad for p in gpt.parameters())
+    assert tuned.gpt.lm_head.weight is tuned.gpt.transformer.wte.weight  # the copy keeps the tied matrix tied
+    train, test = _toy(64, 0), _toy(32, 1)
+    with torch.no_grad():
+        probe_features = probe.features(test.ids, test.lengths)
+    tuned(train.ids, train.labels, train.lengths)[1].backward()
+    assert all(p.grad is None for p in [*gpt.parameters(), *probe.gpt.parameters()])
+    finetune(tuned, train, FAST, show_progress=False)
+    assert not all(torch.equal(original[k], v) for k, v in tuned.gpt.state_dict().items())  # tuned did learn
+    for model in (gpt, probe.gpt):  # the GPT it was built from and the probe did not
+        assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(probe.features(test.ids, test.lengths), probe_features)
+    tuned_state = {k: v.clone() for k, v in tuned.state_dict().items()}
+    finetune(probe, train, FAST, show_progress=False)
+    assert all(torch.equal(tuned_state[k], v) for k, v in tuned.state_dict().items())
+
+
 def test_lm_weight_adds_the_language_model_loss():
     gpt = _gpt()
     ex = _examples(n=4, T=16)
@@ -210,6 +253,41 @@ def test_finetuning_learns_a_separable_toy_task(freeze):
     assert losses[-1] < losses[0] and evaluate(clf, test).accuracy == 1.0
     unchanged = all(torch.equal(before[k], v) for k, v in clf.gpt.state_dict().items())
     assert unchanged == freeze and not clf.training
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_float64_gpt_gives_a_float64_classifier_that_trains_like_float32(freeze):
+    clf32 = GPTClassifier(_gpt(), 2, freeze=freeze)
+    clf64 = GPTClassifier(_gpt().to(torch.float64), 2, freeze=freeze)  # the head follows the GPT's dtype
+    assert {p.dtype for p in clf64.parameters()} == {torch.float64}
+    clf64.head.load_state_dict(clf32.head.state_dict())
+    train, test = _toy(64, 0), _toy(64, 1)
+    losses32 = finetune(clf32, train, FAST, show_progress=False)
+    losses64 = finetune(clf64, train, FAST, show_progress=False)
+    assert math.isclose(losses64[0], losses32[0], rel_tol=1e-5)
+    assert losses64[-1] < losses64[0] and torch.equal(predict(clf64, test), predict(clf32, test))
+
+
+def test_examples_move_between_devices_and_predictions_follow_them():
+    ex = _examples()
+    moved = ex.to("cpu")
+    assert isinstance(moved, Examples) and all(torch.equal(getattr(moved, f), getattr(ex, f))
+                                               for f in ("ids", "lengths", "labels"))
+    assert predict(GPTClassifier(_gpt(), 3), ex).device == ex.labels.device
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(GPTClassifier(_gpt(), 3), ex, batch_size=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_classifier_on_cuda_trains_and_predicts_from_examples_on_the_cpu(freeze):
+    clf = GPTClassifier(_gpt().cuda(), 2, freeze=freeze)
+    assert all(p.is_cuda for p in clf.parameters())
+    config = FAST if not freeze else TrainConfig(max_iters=200, batch_size=16, learning_rate=3e-2, seed=1)
+    losses = finetune(clf, _toy(64, 0), config, show_progress=False)
+    test = _toy(64, 1)
+    assert losses[-1] < losses[0] and predict(clf, test).device.type == "cpu"
+    assert evaluate(clf, test).accuracy == 1.0
 
 
 def test_finetune_is_deterministic():
