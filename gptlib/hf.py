@@ -385,9 +385,11 @@ def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
     vocab, merges = model.get("vocab"), model.get("merges")
     if not isinstance(vocab, dict) or not isinstance(merges, list):
         raise ValueError("from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or merges (model.merges)")
-    # merges are "a b" strings in older files and [a, b] pairs in newer ones; byte-level tokens hold no space
-    lines = [m if isinstance(m, str) else " ".join(m) if isinstance(m, list) and all(isinstance(p, str) for p in m)
-             else repr(m) for m in merges]
+    lines = []
+    for merge in merges:  # "a b" strings in older files, [a, b] pairs in newer ones; byte-level tokens hold no space
+        if isinstance(merge, list) and all(isinstance(part, str) for part in merge):
+            merge = " ".join(merge)
+        lines.append(merge if isinstance(merge, str) else repr(merge))  # anything else fails when the lines are read
     return vocab, lines
 
 
