@@ -238,12 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if info.world_size > 1:
             dist.barrier()  # everyone waits until process 0 has written the last checkpoint
         if info.is_main:
-            steps = [b - a for a, b in zip(history.elapsed, history.elapsed[1:])]
-            ms = 1000 * statistics.median(steps) if steps else float("nan")
-            print(f"{info.world_size} process(es) on {info.device}: {recipe.train.max_iters} steps, "
-                  f"{ms:.1f} ms per step (median), validation loss {history.val_loss[-1]:.4f}; "
-                  f"checkpoint in {args.out}", flush=True)
+            print(_summary(info, recipe.train.max_iters, history, args.out), flush=True)
     return 0
+
+
+def _summary(info: DistributedInfo, max_iters: int, history: History, out: str) -> str:
+    """The line process 0 prints at the end. The time per step is the median over the steps after the
+    first, whose time includes the evaluation before it; a run of one step has no such time."""
+    steps = [b - a for a, b in zip(history.elapsed, history.elapsed[1:])]
+    timing = f", {1000 * statistics.median(steps):.1f} ms per step (median)" if steps else ""
+    return (f"{info.world_size} process(es) on {info.device}: {max_iters} step{'' if max_iters == 1 else 's'}"
+            f"{timing}, validation loss {history.val_loss[-1]:.4f}; checkpoint in {out}")
 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # `python -m gptlib.distributed`, not this notebook

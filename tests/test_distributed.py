@@ -145,7 +145,7 @@ def test_the_command_line_under_torchrun(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     result = subprocess.run(cmd, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es) on cpu: 2 steps" in result.stdout
+    assert "2 process(es) on cpu: 2 steps, " in result.stdout and "ms per step (median)" in result.stdout
     ckpt = load_checkpoint(out)
     assert ckpt.step == 2 and ckpt.config.n_layer == 1 and ckpt.tokenizer is not None
     assert ckpt.train_config.batch_size == 4 and ckpt.train_config.max_iters == 2
@@ -305,3 +305,20 @@ def test_run_recipe_trains_in_one_process(tmp_path):
     assert load_checkpoint(tmp_path / "ckpt").step == 2
     with pytest.raises(ValueError, match="recipe must be"):
         gd.run_recipe("shakespeare-char")
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_command_line_in_one_process_reports_a_time_per_step_only_when_there_is_one(no_torchrun, tmp_path,
+                                                                                       capsys, steps):
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--max-iters", str(steps), "--batch-size", "4", "--n-layer", "1", "--n-embd", "32",
+            "--n-head", "2", "--block-size", "16", "--max-chars", "5000", "--eval-iters", "1", "--dtype", "float32",
+            "--device", "cpu", "--no-progress"]
+    assert gd.main(args) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "nan" not in line.lower() and f"checkpoint in {out}" in line
+    if steps == 1:  # its only step's time includes the evaluation before it: no time per step to report
+        assert line.startswith("1 process(es) on cpu: 1 step, validation loss ") and "ms per step" not in line
+    else:
+        assert line.startswith("1 process(es) on cpu: 3 steps, ") and "ms per step (median)" in line
+    assert load_checkpoint(out).step == steps
