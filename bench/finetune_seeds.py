@@ -18,7 +18,7 @@ The notebook's table came from, for example,
         scratch:1e-4:60:8 scratch:3e-4:60:8 scratch:1e-3:60:8 scratch:3e-3:60:8
 (about a minute per fine-tuning or scratch run on one CPU thread).
 """
-import sys, time, json, copy
+import sys, time, json
 import torch
 from gptlib.finetune import FOLIO, GPTClassifier, encode_passages, evaluate, finetune, passages, split_plays
 from gptlib.data import VALIDATION_PLAYS
@@ -51,7 +51,7 @@ for seed in seeds:
             key = tuple(v[:3])
             if key not in probes:
                 set_seed(seed)
-                probe = GPTClassifier(copy.deepcopy(gpt0), 3, freeze=True)
+                probe = GPTClassifier(gpt0, 3, freeze=True)
                 losses = finetune(probe, train, cfg(v[0], int(v[1]), int(v[2]), seed), show_progress=False)
                 probes[key] = (probe, losses)
             probe, losses = probes[key]
@@ -59,12 +59,12 @@ for seed in seeds:
                 s = evaluate(probe, test)
             else:
                 set_seed(seed)
-                clf = GPTClassifier(copy.deepcopy(gpt0), 3, lm_weight=v[6])
+                clf = GPTClassifier(gpt0, 3, lm_weight=v[6])
                 clf.head.load_state_dict(probe.head.state_dict())
                 losses = finetune(clf, train, cfg(v[3], int(v[4]), int(v[5]), seed), show_progress=False)
                 s = evaluate(clf, test)
         elif mode == 'ft':
-            clf = GPTClassifier(copy.deepcopy(gpt0), 3, lm_weight=v[3])
+            clf = GPTClassifier(gpt0, 3, lm_weight=v[3])
             losses = finetune(clf, train, cfg(v[0], int(v[1]), int(v[2]), seed), show_progress=False)
             s = evaluate(clf, test)
         elif mode == 'scratch':
