@@ -267,3 +267,30 @@ def test_screenshots(broken):
 def test_missing_site_is_a_usage_error(tmp_path, capsys):
     assert check_site.main([str(tmp_path / "nothing")]) == 2
     assert "no built site" in capsys.readouterr().err
+
+
+STALL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tools!r})
+import check_site
+dog = check_site._StallWatchdog(0.6)
+for i in range({kicks}):
+    dog.kick(f"page{{i}}.html")
+    time.sleep(0.2)
+time.sleep({wait})
+dog.cancel()
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("kicks, wait, rc", [(10, 0.0, 0), (2, 3.0, 3)])
+def test_stall_watchdog(kicks, wait, rc):
+    # pages that keep starting within the limit never trip it; a page that outlasts it ends the
+    # process with exit code 3 and names the page
+    code = STALL_SCRIPT.format(tools=str(TOOL.parent), kicks=kicks, wait=wait)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    if rc == 0:
+        assert proc.stdout.strip() == "finished"
+    else:
+        assert "page1.html took more than 0.6 s" in proc.stdout and "finished" not in proc.stdout

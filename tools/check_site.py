@@ -24,7 +24,8 @@ and module index pages, and redirect pages, are only checked to load cleanly.
 
 Prints one line per page (OK, or the number of problems followed by one indented line each), then
 a summary. Exit code: 0 if no problem, 1 if any, 2 if the check could not run (no Chromium, no
-Playwright, no HTML folder).
+Playwright, no HTML folder), 3 if the browser stopped answering (one page took longer than `--stall`
+seconds, or the whole check longer than `--deadline`); `make site-check` retries once on 3.
 """
 
 from __future__ import annotations
@@ -339,13 +340,16 @@ class SiteChecker:
             found.append(rel.as_posix())
         return found
 
-    def run(self, report=print) -> list[PageResult]:
+    def run(self, report=print, heartbeat=lambda rel: None) -> list[PageResult]:
+        """Check every page; `report` gets one formatted result per page, `heartbeat` each page's name
+        before its check starts (the stall watchdog restarts there)."""
         results = []
         with SiteServer(self.html_dir) as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=self.chromium, headless=True, args=CHROMIUM_FLAGS)
             try:
                 links = LinkChecker(server.port)
                 for rel in self.pages():
+                    heartbeat(rel)
                     t0 = time.monotonic()
                     res = PageResult(rel)
                     # a fresh profile per page: each page is judged as a first-time visitor sees it
@@ -527,9 +531,27 @@ def find_chromium(given: str | None) -> str | None:
     return None
 
 
-def _hung(seconds: float) -> None:
-    print(f"site check: no result after {seconds:.0f} s (the browser stopped answering); exit 3", flush=True)
+def _hung(what: str) -> None:
+    print(f"site check: {what} (the browser stopped answering); exit 3", flush=True)
     os._exit(3)
+
+
+class _StallWatchdog:
+    """Ends the process with exit code 3 when no page has started for `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.timer: threading.Timer | None = None
+
+    def kick(self, rel: str) -> None:
+        self.cancel()
+        self.timer = threading.Timer(self.seconds, _hung, [f"{rel} took more than {self.seconds:g} s"])
+        self.timer.daemon = True
+        self.timer.start()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one page (default 30)")
     ap.add_argument("--deadline", type=float, default=600.0,
                     help="seconds for the whole check; past it the check exits with code 3 (default 600)")
+    ap.add_argument("--stall", type=float, default=150.0,
+                    help="seconds one page may take; past it the check exits with code 3 (default 150)")
     args = ap.parse_args(argv)
 
     html_dir = args.html.resolve()
@@ -559,13 +583,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     checker = SiteChecker(html_dir, repo, args.screenshots.resolve() if args.screenshots else None, chromium, args.timeout)
     # Seen rarely on a loaded 2-core machine: the browser session stops answering, with no Playwright
-    # timeout to end it. A watchdog turns such a hang into exit code 3, which callers may retry.
-    watchdog = threading.Timer(args.deadline, _hung, [args.deadline])
+    # timeout to end it. Two watchdogs turn such a hang into exit code 3, which callers may retry: one
+    # per page (a page normally takes 2-10 s; its own waits are each bounded by --timeout) and one for
+    # the whole run.
+    watchdog = threading.Timer(args.deadline, _hung, [f"no result after {args.deadline:.0f} s"])
     watchdog.daemon = True
     watchdog.start()
+    stall = _StallWatchdog(args.stall)
     try:
-        results = checker.run(report=lambda line: print(line, flush=True))
+        results = checker.run(report=lambda line: print(line, flush=True), heartbeat=stall.kick)
     finally:
+        stall.cancel()
         watchdog.cancel()
     bad = [r for r in results if r.problems]
     n_problems = sum(len(r.problems) for r in results)
