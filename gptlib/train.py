@@ -207,6 +207,28 @@ def configure_optimizer(model: nn.Module, learning_rate: float, weight_decay: fl
     return optimizer_class(groups, lr=learning_rate, betas=betas, fused=fused)
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #ae2b27de
+def _flatten_group(members: list[nn.Parameter]) -> nn.Parameter:
+    """One buffer holding ``members`` (and one for their gradients); each member becomes a view of its slice."""
+    first = members[0]
+    total = sum(p.numel() for p in members)
+    data = torch.empty(total, dtype=first.dtype, device=first.device)
+    grad = torch.zeros_like(data)
+    offset = 0
+    for p in members:
+        n = p.numel()
+        view = data[offset:offset + n].view(p.shape)
+        view.copy_(p.detach())
+        grad_view = grad[offset:offset + n].view(p.shape)
+        if p.grad is not None:  # a gradient already there is kept
+            grad_view.copy_(p.grad)
+        p.data = view
+        p.grad = grad_view
+        offset += n
+    flat = nn.Parameter(data)
+    flat.grad = grad
+    return flat
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #b7412a08
 class FlatAdamW(torch.optim.AdamW):
     """AdamW over parameters gathered into one contiguous buffer per parameter group.
 
@@ -242,30 +264,8 @@ class FlatAdamW(torch.optim.AdamW):
                 raise ValueError(f"FlatAdamW: the parameters of group {number} must share one floating-point dtype "
                                  f"and one device to share a buffer; got {sorted(map(str, kinds))}")
             self._members.append(members)
-            flat_groups.append({**group, "params": [self._flatten(members)] if members else []})
+            flat_groups.append({**group, "params": [_flatten_group(members)] if members else []})
         super().__init__(flat_groups, **kwargs)
-
-    @staticmethod
-    def _flatten(members: list[nn.Parameter]) -> nn.Parameter:
-        """One buffer holding ``members`` (and one for their gradients); each member becomes a view of its slice."""
-        first = members[0]
-        total = sum(p.numel() for p in members)
-        data = torch.empty(total, dtype=first.dtype, device=first.device)
-        grad = torch.zeros_like(data)
-        offset = 0
-        for p in members:
-            n = p.numel()
-            view = data[offset:offset + n].view(p.shape)
-            view.copy_(p.detach())
-            grad_view = grad[offset:offset + n].view(p.shape)
-            if p.grad is not None:  # a gradient already there is kept
-                grad_view.copy_(p.grad)
-            p.data = view
-            p.grad = grad_view
-            offset += n
-        flat = nn.Parameter(data)
-        flat.grad = grad
-        return flat
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the gradient buffers in place (whatever ``set_to_none`` says: the parameters' gradients are
@@ -276,63 +276,11 @@ class FlatAdamW(torch.optim.AdamW):
 
     def state_dict(self) -> dict[str, Any]:
         """The state in the per-parameter layout of ``torch.optim.AdamW`` over the same groups (copies)."""
-        flat_state = super().state_dict()
-        state: dict[int, dict[str, Any]] = {}
-        groups = []
-        index = 0
-        for group, members in zip(flat_state["param_groups"], self._members):
-            saved = flat_state["state"].get(group["params"][0]) if group["params"] else None
-            ids = []
-            offset = 0
-            for p in members:
-                n = p.numel()
-                if saved is not None:
-                    state[index] = {key: (value[offset:offset + n].view(p.shape).clone()
-                                          if isinstance(value, Tensor) and value.dim() else
-                                          value.clone() if isinstance(value, Tensor) else value)
-                                    for key, value in saved.items()}
-                ids.append(index)
-                index += 1
-                offset += n
-            groups.append({**group, "params": ids})
-        return {"state": state, "param_groups": groups}
+        return _per_parameter_state(super().state_dict(), self._members)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state in the per-parameter layout (from :meth:`state_dict` or ``torch.optim.AdamW``)."""
-        groups = state_dict["param_groups"]
-        have = [len(g["params"]) for g in groups]
-        want = [len(m) for m in self._members]
-        if have != want:
-            raise ValueError(f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
-                             f"optimizer groups of {want}")
-        flat_state: dict[int, dict[str, Any]] = {}
-        flat_groups = []
-        index = 0
-        for number, (group, members) in enumerate(zip(groups, self._members)):
-            if not members:
-                flat_groups.append({**group, "params": []})
-                continue
-            per_param = [state_dict["state"].get(i) for i in group["params"]]
-            if any(s is not None for s in per_param):
-                if any(s is None for s in per_param) or len({tuple(sorted(s)) for s in per_param}) > 1:
-                    raise ValueError(f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
-                                     f"or other keys; a flat optimizer steps a group's parameters together")
-                merged: dict[str, Any] = {}
-                for key, first in per_param[0].items():
-                    if isinstance(first, Tensor) and first.dim():
-                        if any(s[key].shape != p.shape for s, p in zip(per_param, members)):
-                            raise ValueError(f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
-                                             f"have its parameter's shape")
-                        merged[key] = torch.cat([s[key].reshape(-1) for s in per_param])
-                    else:
-                        if any(not torch.equal(torch.as_tensor(s[key]), torch.as_tensor(first)) for s in per_param):
-                            raise ValueError(f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
-                                             f"in {key!r}; a flat optimizer steps a group's parameters together")
-                        merged[key] = first.clone() if isinstance(first, Tensor) else first  # not shared
-                flat_state[index] = merged
-            flat_groups.append({**group, "params": [index]})
-            index += 1
-        super().load_state_dict({"state": flat_state, "param_groups": flat_groups})
+        super().load_state_dict(_flat_state(state_dict, self._members))
 
     def release(self) -> None:
         """Give every parameter its own memory (same values) and drop the gradients (None)."""
@@ -343,6 +291,70 @@ class FlatAdamW(torch.optim.AdamW):
         for group in self.param_groups:
             group["params"] = []
         self.state.clear()
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #1cfcd1c2
+def _per_parameter_state(flat_state: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]) -> dict[str, Any]:
+    """A flat optimizer's state (one entry per group) in the layout of ``torch.optim.AdamW`` over the real
+    parameters (one entry per parameter, each a copy of its slice)."""
+    state: dict[int, dict[str, Any]] = {}
+    groups = []
+    index = 0
+    for group, members in zip(flat_state["param_groups"], members_per_group):
+        saved = flat_state["state"].get(group["params"][0]) if group["params"] else None
+        ids = []
+        offset = 0
+        for p in members:
+            n = p.numel()
+            if saved is not None:
+                state[index] = {key: (value[offset:offset + n].view(p.shape).clone()
+                                      if isinstance(value, Tensor) and value.dim() else
+                                      value.clone() if isinstance(value, Tensor) else value)
+                                for key, value in saved.items()}
+            ids.append(index)
+            index += 1
+            offset += n
+        groups.append({**group, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
+def _flat_state(state_dict: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]) -> dict[str, Any]:
+    """The inverse of :func:`_per_parameter_state`: a per-parameter state (from ``FlatAdamW.state_dict`` or
+    ``torch.optim.AdamW``) as a flat optimizer's, with each group's tensors concatenated. Refuses states that
+    a flat optimizer cannot hold: other group sizes, other shapes, or parameters of a group at other steps."""
+    groups = state_dict["param_groups"]
+    have = [len(g["params"]) for g in groups]
+    want = [len(m) for m in members_per_group]
+    if have != want:
+        raise ValueError(f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
+                         f"optimizer groups of {want}")
+    flat_state: dict[int, dict[str, Any]] = {}
+    flat_groups = []
+    index = 0
+    for number, (group, members) in enumerate(zip(groups, members_per_group)):
+        if not members:
+            flat_groups.append({**group, "params": []})
+            continue
+        per_param = [state_dict["state"].get(i) for i in group["params"]]
+        if any(s is not None for s in per_param):
+            if any(s is None for s in per_param) or len({tuple(sorted(s)) for s in per_param}) > 1:
+                raise ValueError(f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
+                                 f"or other keys; a flat optimizer steps a group's parameters together")
+            merged: dict[str, Any] = {}
+            for key, first in per_param[0].items():
+                if isinstance(first, Tensor) and first.dim():
+                    if any(s[key].shape != p.shape for s, p in zip(per_param, members)):
+                        raise ValueError(f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
+                                         f"have its parameter's shape")
+                    merged[key] = torch.cat([s[key].reshape(-1) for s in per_param])
+                else:
+                    if any(not torch.equal(torch.as_tensor(s[key]), torch.as_tensor(first)) for s in per_param):
+                        raise ValueError(f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
+                                         f"in {key!r}; a flat optimizer steps a group's parameters together")
+                    merged[key] = first.clone() if isinstance(first, Tensor) else first  # not shared
+            flat_state[index] = merged
+        flat_groups.append({**group, "params": [index]})
+        index += 1
+    return {"state": flat_state, "param_groups": flat_groups}
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #0dc529e3
 @torch.no_grad()
