@@ -11,6 +11,9 @@ on the same characters.
 2. Loss: a full ``--full-iters`` run of each (default 2000) for every seed of ``--seeds`` (default 0; the
    seed fixes the initial weights and the batches of both), validation loss at the end on the same
    ``--eval-iters`` batches. ``--repeats 0`` skips the timing, to run seeds in parallel processes.
+   ``--interleave N`` (default 300) also times one run of N steps of each, the two alternating step by
+   step (a plain step runs inside a forward pre-hook on our model, so ``train`` itself is unchanged).
+   Slow drifts in the machine's load then hit both alike; the ratio is the median over blocks of 20 steps.
 3. Model FLOP utilisation: 6N + 12 L T d FLOPs per token (forward + backward) over the time per step,
    against a float32 matmul measured in the same run.
 
@@ -74,30 +77,79 @@ class PlainGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def plain_train(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, skip: int) -> tuple[PlainGPT, float]:
-    """nanoGPT's loop: returns the model and the mean seconds per step after the first ``skip`` steps."""
-    torch.manual_seed(tc.seed)
-    model = PlainGPT(config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=tc.betas)
-    T, B = config.block_size, tc.batch_size
-    for it in range(tc.max_iters):
-        if it == skip:
-            t0 = time.perf_counter()
+class PlainStepper:
+    """nanoGPT's loop, one step per call, with the seconds each step took."""
+
+    def __init__(self, config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor) -> None:
+        torch.manual_seed(tc.seed)
+        self.model = PlainGPT(config)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=tc.betas)
+        self.tc, self.train_ids, self.T = tc, train_ids, config.block_size
+        self.it = 0
+        self.seconds: list[float] = []
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        model, optimizer, tc, T, B = self.model, self.optimizer, self.tc, self.T, self.tc.batch_size
         for g in optimizer.param_groups:
-            g["lr"] = learning_rate(it, tc)
-        ix = torch.randint(len(train_ids) - T, (B,))
-        x = torch.stack([train_ids[i:i + T] for i in ix])
-        y = torch.stack([train_ids[i + 1:i + 1 + T] for i in ix])
+            g["lr"] = learning_rate(self.it, tc)
+        ix = torch.randint(len(self.train_ids) - T, (B,))
+        x = torch.stack([self.train_ids[i:i + T] for i in ix])
+        y = torch.stack([self.train_ids[i + 1:i + 1 + T] for i in ix])
         loss = model(x, y)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
-    return model, (time.perf_counter() - t0) / (tc.max_iters - skip)
+        self.it += 1
+        self.seconds.append(time.perf_counter() - t0)
+
+
+def plain_train(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, skip: int) -> tuple[PlainGPT, float]:
+    """nanoGPT's loop: returns the model and the mean seconds per step after the first ``skip`` steps."""
+    stepper = PlainStepper(config, tc, train_ids)
+    for _ in range(tc.max_iters):
+        stepper.step()
+    return stepper.model, statistics.fmean(stepper.seconds[skip:])
+
+
+def interleaved(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
+                skip: int, every: int = 1) -> tuple[list[float], list[float], GPT]:
+    """Seconds per step of the plain loop and of ``train``, their steps alternating one by one.
+
+    A forward pre-hook on our model runs one plain step each time ``train`` starts a training forward
+    pass; our step is the time from the end of one such hook to the start of the next, which spans
+    all of ``train``'s loop (forward, backward, clipping, AdamW step, bookkeeping, the next batch).
+    With ``every`` = k, k plain steps run at every k-th of our steps instead. Returns the two lists of
+    per-step seconds, the first ``skip`` steps of each dropped, and our trained model."""
+    plain = PlainStepper(config, tc, train_ids)
+    ours: list[float] = []
+    marks: list[float] = []  # when each of our forward passes started (after the plain steps)
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return  # an evaluation, not a training step
+        now = time.perf_counter()
+        if marks:
+            ours.append(now - marks[-1])
+        if len(ours) % every == 0:
+            for _ in range(every):
+                plain.step()
+        marks.append(time.perf_counter())
+
+    torch.manual_seed(tc.seed)
+    model = GPT(config)
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        train(model, train_ids, val_ids, tc, show_progress=False)
+    finally:
+        handle.remove()
+    n = min(len(ours), len(plain.seconds))  # our last step has no next hook to end it
+    return plain.seconds[skip:n], ours[skip:n], model
 
 
 def ours_train(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
@@ -136,6 +188,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds of the full runs, e.g. 0,1,2")
     ap.add_argument("--eval-iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--interleave", type=int, default=300,
+                    help="also time N steps of each, alternating step by step (default 300; 0: off)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,6 +239,16 @@ def main() -> None:
             achieved = flops / (ms / 1e3) / 1e9
             print(f"{name}: {tokens / (ms / 1e3):,.0f} tokens/s, {achieved:.1f} GFLOP/s of model FLOPs, "
                   f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
+
+    if args.interleave:
+        block = 20
+        p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip)
+        blocks = [sum(o_s[i:i + block]) / sum(p_s[i:i + block]) for i in range(0, len(o_s) - block + 1, block)]
+        q = statistics.quantiles(blocks, n=4)
+        print(f"interleaved, {len(o_s)} steps each: median step plain {statistics.median(p_s) * 1e3:.1f} ms, "
+              f"gptlib.train {statistics.median(o_s) * 1e3:.1f} ms; total ours/plain = {sum(o_s) / sum(p_s):.3f}; "
+              f"per {block}-step block median {statistics.median(blocks):.3f} "
+              f"(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(blocks)} blocks; target <= 0.9)")
 
     for seed in (int(x) for x in args.seeds.split(",")) if args.full_iters else ():
         tc = tconf(args.full_iters, seed)
