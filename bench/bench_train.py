@@ -191,6 +191,10 @@ def main() -> None:
     ap.add_argument("--interleave", type=int, default=300,
                     help="also time N steps of each, alternating step by step (default 300; 0: off)")
     args = ap.parse_args()
+    block = 20
+    if args.interleave and args.interleave < args.skip + 2 * block + 1:
+        ap.error(f"--interleave must be 0 or at least --skip + {2 * block + 1} = {args.skip + 2 * block + 1} "
+                 f"(two {block}-step blocks after the skipped steps, and one more to end the last), got {args.interleave}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -241,7 +245,6 @@ def main() -> None:
                   f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
 
     if args.interleave:
-        block = 20
         p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip)
         blocks = [sum(o_s[i:i + block]) / sum(p_s[i:i + block]) for i in range(0, len(o_s) - block + 1, block)]
         q = statistics.quantiles(blocks, n=4)
