@@ -56,7 +56,7 @@ def test_plain_stepper_trains():
     assert all(not torch.equal(a, b) for a, b in zip(before, stepper.model.parameters()))
 
 
-def test_interleaving_leaves_train_unchanged():
+def test_interleaving_leaves_train_unchanged(monkeypatch):
     train_ids, val_ids = ids(500, 1), ids(200, 2)
     torch.manual_seed(3)
     alone = GPT(CONFIG)
@@ -69,11 +69,8 @@ def test_interleaving_leaves_train_unchanged():
         steps_seen.append(self.it)
         real_step(self)
 
-    bt.PlainStepper.step = counting_step
-    try:
-        plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1)
-    finally:
-        bt.PlainStepper.step = real_step
+    monkeypatch.setattr(bt.PlainStepper, "step", counting_step)
+    plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1)
     assert steps_seen == list(range(7))  # one plain step per training step, evaluations excluded
     assert len(plain) == len(ours) == 5  # 7 steps, the first skipped, the last has no end mark
     assert all(s > 0 for s in plain + ours)
