@@ -44,39 +44,9 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #85a088b9
-_GELU_K = 2.0 * math.sqrt(2.0 / math.pi)  # u = K (x + C x^3) = 2z in tanh(z) = 2 sigmoid(2z) - 1
-_GELU_C = 0.044715
-
-
-class _SigmoidGELU(torch.autograd.Function):
-    """GELU's tanh form as ``x * sigmoid(u)``, ``u = K (x + C x^3)``, with the derivative written out."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        u = torch.addcmul(x.new_tensor(_GELU_K), x, x, value=_GELU_K * _GELU_C).mul_(x)  # K (1 + C x^2) x
-        s = torch.sigmoid(u)
-        s_neg = u.neg_().sigmoid_()  # sigmoid(-u) = 1 - sigmoid(u), without the subtraction's lost digits
-        ctx.save_for_backward(x, s, s_neg)
-        return x * s
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        x, s, s_neg = ctx.saved_tensors
-        d = torch.addcmul(x.new_tensor(_GELU_K), x, x, value=3.0 * _GELU_K * _GELU_C)  # du/dx = K (1 + 3 C x^2)
-        d.mul_(s_neg).mul_(s)  # times sigma'(u), before x: 0, not inf * 0, where sigma saturates
-        return torch.addcmul(s, d, x, out=d).mul_(grad)  # (s + x sigma'(u) du/dx) * grad
-
-
 def gelu(x: Tensor) -> Tensor:
-    """GELU in its tanh form, the function ``F.gelu(x, approximate="tanh")`` computes.
-
-    When a gradient is needed on the CPU it is computed as ``x * sigmoid(u)`` with a hand-written backward
-    (the same function up to float rounding; PyTorch's CPU ``tanh`` kernel is the slow part of ``F.gelu``);
-    otherwise, and on other devices, by ``F.gelu`` itself.
-    """
-    if x.requires_grad and x.device.type == "cpu" and torch.is_grad_enabled():
-        return _SigmoidGELU.apply(x)
+    """GELU in its tanh form, as GPT-2 computes it (Hugging Face's ``gelu_new`` and ``gelu_pytorch_tanh``):
+    ``F.gelu(x, approximate="tanh")``, one fused kernel for the forward pass and one for the backward."""
     return F.gelu(x, approximate="tanh")
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #fca2f427

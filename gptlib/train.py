@@ -812,7 +812,7 @@ class Recipe:
              "bpe_vocab_size": self.bpe_vocab_size, "max_chars": self.max_chars, "seed": self.seed,
              "checkpoint_format": CHECKPOINT_VERSION,
              "optimizer": "FlatAdamW (fused kernel where supported), clipping the flat gradients",
-             "gelu": "x * sigmoid(u) with a hand-written backward (gptlib.model.gelu)"}
+             "gelu": "F.gelu, tanh form (gptlib.model.gelu)"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

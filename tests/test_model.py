@@ -138,51 +138,30 @@ def test_mlp_is_gelu_tanh_between_two_linear_maps():
     torch.manual_seed(0)
     mlp = MLP(32)
     x = torch.randn(2, 7, 32)
-    with torch.no_grad():  # without gradients gelu is F.gelu itself
-        expected = mlp.c_proj(F.gelu(mlp.c_fc(x), approximate="tanh"))
-        assert torch.equal(mlp(x), expected)
-        assert not torch.allclose(mlp(x), mlp.c_proj(F.gelu(mlp.c_fc(x))), atol=0, rtol=0)
-    assert torch.allclose(mlp(x), expected, atol=1e-6, rtol=0)  # with them, the sigmoid form
+    expected = mlp.c_proj(F.gelu(mlp.c_fc(x), approximate="tanh"))
+    assert torch.equal(mlp(x), expected)
+    assert not torch.allclose(mlp(x), mlp.c_proj(F.gelu(mlp.c_fc(x))), atol=0, rtol=0)  # not the exact (erf) form
     assert mlp.c_fc.weight.shape == (128, 32) and mlp.c_proj.weight.shape == (32, 128)
 
 
-def test_gelu_gradient_is_the_derivative_of_the_tanh_form():
+def test_gelu_is_the_tanh_form_with_its_derivative():
     x = (torch.randn(300, dtype=torch.float64) * 4).requires_grad_()
-    assert torch.autograd.gradcheck(gelu, (x,))
-    y = gelu(x)
-    assert y.grad_fn is not None and "SigmoidGELU" in type(y.grad_fn).__name__  # the hand-written backward
-    assert torch.allclose(y, F.gelu(x, approximate="tanh"), atol=1e-14, rtol=0)
+    assert torch.autograd.gradcheck(gelu, (x,)) and torch.autograd.gradgradcheck(gelu, (x,))
+    formula = 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    (from_formula,) = torch.autograd.grad(formula.sum(), x)
+    (ours,) = torch.autograd.grad(gelu(x).sum(), x)
+    assert torch.allclose(gelu(x), formula, atol=1e-12, rtol=0) and torch.allclose(ours, from_formula, atol=1e-12, rtol=0)
 
 
-def test_gelu_in_float32_is_as_accurate_as_torch():
-    torch.manual_seed(0)
-    x64 = torch.randn(64, 512, dtype=torch.float64) * 3
-    g64 = torch.randn_like(x64)
-    exact = x64.clone().requires_grad_()
-    F.gelu(exact, approximate="tanh").backward(g64)
-    errors = {}
-    for name, fn in (("torch", lambda t: F.gelu(t, approximate="tanh")), ("ours", gelu)):
-        x = x64.float().requires_grad_()
-        y = fn(x)
-        y.backward(g64.float())
-        errors[name] = ((y.double() - F.gelu(x64, approximate="tanh")).abs().max().item(),
-                        (x.grad.double() - exact.grad).abs().max().item())
-    assert errors["ours"][0] < 2 * errors["torch"][0] and errors["ours"][1] < errors["torch"][1], errors
-
-
-def test_gelu_without_gradients_is_torch_bit_for_bit_and_saturates_cleanly():
-    x = torch.randn(1000) * 5
-    with torch.no_grad():
-        assert torch.equal(gelu(x.requires_grad_()), F.gelu(x, approximate="tanh"))
-    assert torch.equal(gelu(x.detach()), F.gelu(x.detach(), approximate="tanh"))  # no gradient needed either
+def test_gelu_saturates_cleanly():
     big = torch.tensor([-1e15, -1e6, -50.0, 50.0, 1e6, 1e15], requires_grad=True)
     out = gelu(big)
     out.sum().backward()
-    assert torch.equal(out.detach(), F.gelu(big.detach(), approximate="tanh"))
+    assert torch.equal(out.detach(), torch.tensor([0.0, 0.0, 0.0, 50.0, 1e6, 1e15]))
     assert torch.equal(big.grad, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))
 
 
-def test_gelu_under_bfloat16_autocast_and_no_double_backward():
+def test_gelu_under_bfloat16_autocast():
     torch.manual_seed(0)
     mlp = MLP(16)
     x = torch.randn(3, 5, 16)
@@ -190,10 +169,6 @@ def test_gelu_under_bfloat16_autocast_and_no_double_backward():
         y = mlp(x)
     y.float().sum().backward()
     assert y.dtype == torch.bfloat16 and all(torch.isfinite(p.grad).all() for p in mlp.parameters())
-    z = torch.randn(10, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(gelu(z).sum(), z, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
 
 
 def test_block_is_pre_ln_with_residuals():
