@@ -14,6 +14,8 @@ on the same characters.
    ``--interleave N`` (default 300) also times one run of N steps of each, the two alternating step by
    step (a plain step runs inside a forward pre-hook on our model, so ``train`` itself is unchanged).
    Slow drifts in the machine's load then hit both alike; the ratio is the median over blocks of 20 steps.
+   ``--compile`` compiles our model's forward pass with ``torch.compile`` (not the library's default);
+   the compilation happens in the first step, which is not timed, and its time is printed.
 3. Model FLOP utilisation: 6N + 12 L T d FLOPs per token (forward + backward) over the time per step,
    against a float32 matmul measured in the same run.
 
@@ -117,8 +119,18 @@ def plain_train(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, ski
     return stepper.model, statistics.fmean(stepper.seconds[skip:])
 
 
+def our_model(config: GPTConfig, seed: int, compile: bool = False) -> GPT:
+    """Our GPT with the seed's initial weights; ``compile=True`` compiles its ``forward`` with ``torch.compile``
+    (the compilation happens in the first training step, which the timings skip; hooks stay outside it)."""
+    torch.manual_seed(seed)
+    model = GPT(config)
+    if compile:
+        model.forward = torch.compile(model.forward)
+    return model
+
+
 def interleaved(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
-                skip: int, every: int = 1) -> tuple[list[float], list[float], GPT]:
+                skip: int, every: int = 1, compile: bool = False) -> tuple[list[float], list[float], GPT]:
     """Seconds per step of the plain loop and of ``train``, their steps alternating one by one.
 
     A forward pre-hook on our model runs one plain step each time ``train`` starts a training forward
@@ -141,8 +153,7 @@ def interleaved(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val
                 plain.step()
         marks.append(time.perf_counter())
 
-    torch.manual_seed(tc.seed)
-    model = GPT(config)
+    model = our_model(config, tc.seed, compile)
     handle = model.register_forward_pre_hook(hook)
     try:
         train(model, train_ids, val_ids, tc, show_progress=False)
@@ -153,10 +164,11 @@ def interleaved(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val
 
 
 def ours_train(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
-               skip: int) -> tuple[GPT, float]:
-    torch.manual_seed(tc.seed)
-    model = GPT(config)
+               skip: int, compile: bool = False) -> tuple[GPT, float]:
+    model = our_model(config, tc.seed, compile)
     h = train(model, train_ids, val_ids, tc, show_progress=False)
+    if compile:
+        print(f"  (compiled: our first step took {h.elapsed[0]:.1f} s, the compilation included)")
     return model, (h.elapsed[-1] - h.elapsed[skip - 1]) / (tc.max_iters - skip)
 
 
@@ -188,6 +200,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds of the full runs, e.g. 0,1,2")
     ap.add_argument("--eval-iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true",
+                    help="compile our model's forward with torch.compile (the compilation itself is not timed)")
     ap.add_argument("--interleave", type=int, default=300,
                     help="also time N steps of each, alternating step by step (default 300; 0: off)")
     args = ap.parse_args()
@@ -217,7 +231,7 @@ def main() -> None:
                            eval_interval=10 ** 9, eval_iters=args.eval_iters)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; vocab {config.vocab_size}, "
-          f"{len(train_ids):,} training characters")
+          f"{len(train_ids):,} training characters" + ("; our forward compiled with torch.compile" if args.compile else ""))
     times: dict[str, list[float]] = {"plain": [], "ours": []}
     for r in range(args.repeats):
         order = ("plain", "ours") if r % 2 == 0 else ("ours", "plain")
@@ -226,7 +240,7 @@ def main() -> None:
             if name == "plain":
                 times[name].append(plain_train(config, tc, train_ids, args.skip)[1])
             else:
-                times[name].append(ours_train(config, tc, train_ids, val_ids, args.skip)[1])
+                times[name].append(ours_train(config, tc, train_ids, val_ids, args.skip, args.compile)[1])
         print(f"round {r}: plain {times['plain'][-1] * 1e3:.1f} ms/step, ours {times['ours'][-1] * 1e3:.1f} ms/step")
     if args.repeats:
         plain_ms, ours_ms = (statistics.median(times[k]) * 1e3 for k in ("plain", "ours"))
@@ -245,7 +259,8 @@ def main() -> None:
                   f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
 
     if args.interleave:
-        p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip)
+        p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip,
+                                compile=args.compile)
         blocks = [sum(o_s[i:i + block]) / sum(p_s[i:i + block]) for i in range(0, len(o_s) - block + 1, block)]
         q = statistics.quantiles(blocks, n=4)
         print(f"interleaved, {len(o_s)} steps each: median step plain {statistics.median(p_s) * 1e3:.1f} ms, "
@@ -259,7 +274,7 @@ def main() -> None:
         plain_model, _ = plain_train(config, tc, train_ids, 1)
         t_plain = time.perf_counter() - t
         t = time.perf_counter()
-        ours_model, _ = ours_train(config, tc, train_ids, val_ids, 1)
+        ours_model, _ = ours_train(config, tc, train_ids, val_ids, 1, args.compile)
         t_ours = time.perf_counter() - t
         ours_model.eval()
         lp = plain_val_loss(plain_model.eval(), val_ids, tc, config.block_size)

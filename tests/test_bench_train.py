@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -76,3 +77,21 @@ def test_interleaving_leaves_train_unchanged(monkeypatch):
     assert all(s > 0 for s in plain + ours)
     for (name, a), b in zip(alone.named_parameters(), model.parameters()):
         assert torch.equal(a, b), name  # the plain steps in between changed nothing of ours
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside torch.compile
+def test_interleaving_with_a_compiled_forward(monkeypatch):
+    # --compile: the hook that runs the plain steps stays outside the compiled forward pass, and the compiled
+    # model trains to the weights of the uncompiled one (up to float rounding: fused kernels round differently)
+    train_ids, val_ids = ids(500, 1), ids(200, 2)
+    torch.manual_seed(3)
+    alone = GPT(CONFIG)
+    train(alone, train_ids, val_ids, tconf(7), show_progress=False)
+    steps_seen = []
+    real_step = bt.PlainStepper.step
+    monkeypatch.setattr(bt.PlainStepper, "step", lambda self: (steps_seen.append(self.it), real_step(self)))
+    plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1, compile=True)
+    assert steps_seen == list(range(7)) and len(plain) == len(ours) == 5
+    assert type(model.forward).__name__ != "method"  # compiled, not GPT.forward itself
+    for (name, a), b in zip(alone.named_parameters(), model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0), name
