@@ -57,12 +57,13 @@ def test_plain_stepper_trains():
     assert all(not torch.equal(a, b) for a, b in zip(before, stepper.model.parameters()))
 
 
-def test_interleaving_leaves_train_unchanged(monkeypatch):
+def interleave_next_to_train_alone(monkeypatch, compile: bool):
+    """Train one model alone, then another with the plain steps interleaved; returns the lone model, the
+    plain steps seen (their step numbers), the two lists of step times and the interleaved model."""
     train_ids, val_ids = ids(500, 1), ids(200, 2)
     torch.manual_seed(3)
     alone = GPT(CONFIG)
     train(alone, train_ids, val_ids, tconf(7), show_progress=False)
-
     steps_seen = []
     real_step = bt.PlainStepper.step
 
@@ -71,7 +72,12 @@ def test_interleaving_leaves_train_unchanged(monkeypatch):
         real_step(self)
 
     monkeypatch.setattr(bt.PlainStepper, "step", counting_step)
-    plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1)
+    plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1, compile=compile)
+    return alone, steps_seen, plain, ours, model
+
+
+def test_interleaving_leaves_train_unchanged(monkeypatch):
+    alone, steps_seen, plain, ours, model = interleave_next_to_train_alone(monkeypatch, compile=False)
     assert steps_seen == list(range(7))  # one plain step per training step, evaluations excluded
     assert len(plain) == len(ours) == 5  # 7 steps, the first skipped, the last has no end mark
     assert all(s > 0 for s in plain + ours)
@@ -83,14 +89,7 @@ def test_interleaving_leaves_train_unchanged(monkeypatch):
 def test_interleaving_with_a_compiled_forward(monkeypatch):
     # --compile: the hook that runs the plain steps stays outside the compiled forward pass, and the compiled
     # model trains to the weights of the uncompiled one (up to float rounding: fused kernels round differently)
-    train_ids, val_ids = ids(500, 1), ids(200, 2)
-    torch.manual_seed(3)
-    alone = GPT(CONFIG)
-    train(alone, train_ids, val_ids, tconf(7), show_progress=False)
-    steps_seen = []
-    real_step = bt.PlainStepper.step
-    monkeypatch.setattr(bt.PlainStepper, "step", lambda self: (steps_seen.append(self.it), real_step(self)))
-    plain, ours, model = bt.interleaved(CONFIG, tconf(7), train_ids, val_ids, skip=1, every=1, compile=True)
+    alone, steps_seen, plain, ours, model = interleave_next_to_train_alone(monkeypatch, compile=True)
     assert steps_seen == list(range(7)) and len(plain) == len(ours) == 5
     assert type(model.forward).__name__ != "method"  # compiled, not GPT.forward itself
     for (name, a), b in zip(alone.named_parameters(), model.parameters()):
