@@ -45,8 +45,8 @@ class LayerNorm(nn.Module):
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #85a088b9
 def gelu(x: Tensor) -> Tensor:
-    """GELU in its tanh form, as GPT-2 computes it (Hugging Face's ``gelu_new`` and ``gelu_pytorch_tanh``):
-    ``F.gelu(x, approximate="tanh")``, one fused kernel for the forward pass and one for the backward."""
+    """GELU in its tanh form, as GPT-2 computes it (Hugging Face: ``gelu_new``,
+    ``gelu_pytorch_tanh``): ``F.gelu(x, approximate="tanh")``, one fused kernel each way."""
     return F.gelu(x, approximate="tanh")
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #fca2f427
