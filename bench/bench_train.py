@@ -230,8 +230,9 @@ def main() -> None:
                            warmup_iters=100, lr_decay_iters=max(iters, 100), betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0,
                            eval_interval=10 ** 9, eval_iters=args.eval_iters)
 
+    compiled = "; our forward compiled with torch.compile" if args.compile else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; vocab {config.vocab_size}, "
-          f"{len(train_ids):,} training characters" + ("; our forward compiled with torch.compile" if args.compile else ""))
+          f"{len(train_ids):,} training characters{compiled}")
     times: dict[str, list[float]] = {"plain": [], "ours": []}
     for r in range(args.repeats):
         order = ("plain", "ours") if r % 2 == 0 else ("ours", "plain")
@@ -259,8 +260,7 @@ def main() -> None:
                   f"MFU {achieved / peak:.1%} of a 1024x1024 float32 matmul ({peak:.0f} GFLOP/s, measured now)")
 
     if args.interleave:
-        p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip,
-                                compile=args.compile)
+        p_s, o_s, _ = interleaved(config, tconf(args.interleave), train_ids, val_ids, args.skip, compile=args.compile)
         blocks = [sum(o_s[i:i + block]) / sum(p_s[i:i + block]) for i in range(0, len(o_s) - block + 1, block)]
         q = statistics.quantiles(blocks, n=4)
         print(f"interleaved, {len(o_s)} steps each: median step plain {statistics.median(p_s) * 1e3:.1f} ms, "
