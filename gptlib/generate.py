@@ -15,10 +15,16 @@ from .model import GPT
 
 
 def _check_temperature(temperature: object, where: str) -> float:
-    if (isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature)
-            or temperature <= 0):
-        raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r} "
-                         "(for greedy decoding use top_k=1)")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(
+            f"{where}: temperature must be a finite number > 0, got {temperature!r} "
+            "(for greedy decoding use top_k=1)"
+        )
     return float(temperature)
 
 
@@ -26,27 +32,44 @@ def _check_top_k(top_k: object, where: str) -> int | None:
     if top_k is None:
         return None
     if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
-        raise ValueError(f"{where}: top_k must be an int >= 1 (1 is greedy decoding) or None (no top-k "
-                         f"filter), got {top_k!r}")
+        raise ValueError(
+            f"{where}: top_k must be an int >= 1 (1 is greedy decoding) or None (no top-k "
+            f"filter), got {top_k!r}"
+        )
     return int(top_k)
 
 
 def _check_top_p(top_p: object, where: str) -> float | None:
     if top_p is None:
         return None
-    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1:
-        raise ValueError(f"{where}: top_p must be a number in (0, 1] (1 keeps every token) or None (no "
-                         f"top-p filter), got {top_p!r}")
+    if (
+        isinstance(top_p, bool)
+        or not isinstance(top_p, Real)
+        or not 0 < top_p <= 1
+    ):
+        raise ValueError(
+            f"{where}: top_p must be a number in (0, 1] (1 keeps every token) or None (no "
+            f"top-p filter), got {top_p!r}"
+        )
     return float(top_p)
 
 
 def _check_logits(logits: object, where: str) -> None:
-    if (not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1
-            or logits.shape[-1] < 1):
-        got = (f"shape {tuple(logits.shape)} and dtype {logits.dtype}" if isinstance(logits, Tensor)
-               else type(logits).__name__)
-        raise ValueError(f"{where}: logits must be a floating-point tensor (..., vocab_size) with at least "
-                         f"one token, got {got}")
+    if (
+        not isinstance(logits, Tensor)
+        or not logits.is_floating_point()
+        or logits.dim() < 1
+        or logits.shape[-1] < 1
+    ):
+        got = (
+            f"shape {tuple(logits.shape)} and dtype {logits.dtype}"
+            if isinstance(logits, Tensor)
+            else type(logits).__name__
+        )
+        raise ValueError(
+            f"{where}: logits must be a floating-point tensor (..., vocab_size) with at least "
+            f"one token, got {got}"
+        )
 
 # %% auto #0
 __all__ = ['top_k_filter', 'top_p_filter', 'next_token_probs', 'window_start', 'generate', 'stream']
@@ -82,7 +105,9 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     _check_logits(logits, "top_p_filter")
     p = _check_top_p(p, "top_p_filter")
     if p is None:
-        raise ValueError("top_p_filter: p must be a number in (0, 1], got None")
+        raise ValueError(
+            "top_p_filter: p must be a number in (0, 1], got None"
+        )
     return _top_p(logits, p)
 
 
@@ -91,23 +116,37 @@ def _top_p(logits: Tensor, p: float) -> Tensor:
         return logits
     probs = logits.softmax(dim=-1)
     sorted_probs = probs.sort(dim=-1, descending=True).values
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # the probability of all more probable tokens
-    n_keep = (before < p).sum(dim=-1, keepdim=True)  # >= 1: nothing comes before the most probable token
+    before = (
+        sorted_probs.cumsum(dim=-1) - sorted_probs
+    )  # the probability of all more probable tokens
+    n_keep = (before < p).sum(
+        dim=-1, keepdim=True
+    )  # >= 1: nothing comes before the most probable token
     smallest = sorted_probs.gather(-1, n_keep - 1)
     return logits.masked_fill(probs < smallest, float("-inf"))
 
 # %% ../chapters/03-gpt/04-generation.ipynb #1b44c541
-def next_token_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None) -> Tensor:
+def next_token_probs(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
     """The distribution of the next token: ``softmax`` of ``logits / temperature`` after :func:`top_k_filter`
     and then :func:`top_p_filter` (Hugging Face's order: temperature, top-k, top-p). Same shape as ``logits``.
     """
     _check_logits(logits, "next_token_probs")
-    return _probs(logits, _check_temperature(temperature, "next_token_probs"),
-                  _check_top_k(top_k, "next_token_probs"), _check_top_p(top_p, "next_token_probs"))
+    return _probs(
+        logits,
+        _check_temperature(temperature, "next_token_probs"),
+        _check_top_k(top_k, "next_token_probs"),
+        _check_top_p(top_p, "next_token_probs"),
+    )
 
 
-def _probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
+def _probs(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> Tensor:
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -118,15 +157,24 @@ def _probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float |
     return logits.softmax(dim=-1)
 
 
-def _pick(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
-          generator: torch.Generator | None) -> Tensor:
-    if top_k == 1:  # greedy: the most probable token (the lowest id among ties), no random numbers drawn
+def _pick(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    if (
+        top_k == 1
+    ):  # greedy: the most probable token (the lowest id among ties), no random numbers drawn
         return logits.argmax(dim=-1)
     probs = _probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 # %% ../chapters/03-gpt/04-generation.ipynb #a4074def
-def window_start(start: int | None, length: int, block_size: int, keep: int) -> int:
+def window_start(
+    start: int | None, length: int, block_size: int, keep: int
+) -> int:
     """Where the context window begins when a sequence of ``length`` tokens predicts the next token.
 
     The rule of :func:`generate`, with and without a cache. ``start`` is where the window began for the
@@ -137,17 +185,37 @@ def window_start(start: int | None, length: int, block_size: int, keep: int) -> 
     a full window); a smaller ``keep`` lets a key/value cache be re-filled once every ``block_size - keep + 1``
     tokens instead of at every token.
     """
-    for name, value, low in (("length", length, 1), ("block_size", block_size, 1), ("keep", keep, 1)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-            raise ValueError(f"window_start: {name} must be an int >= {low}, got {value!r}")
+    for name, value, low in (
+        ("length", length, 1),
+        ("block_size", block_size, 1),
+        ("keep", keep, 1),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Integral)
+            or value < low
+        ):
+            raise ValueError(
+                f"window_start: {name} must be an int >= {low}, got {value!r}"
+            )
     if keep > block_size:
-        raise ValueError(f"window_start: keep={keep} must be at most block_size={block_size}")
-    if start is not None and (isinstance(start, bool) or not isinstance(start, Integral) or not 0 <= start < length):
-        raise ValueError(f"window_start: start must be None or an int in [0, length={length}), got {start!r}")
+        raise ValueError(
+            f"window_start: keep={keep} must be at most block_size={block_size}"
+        )
+    if start is not None and (
+        isinstance(start, bool)
+        or not isinstance(start, Integral)
+        or not 0 <= start < length
+    ):
+        raise ValueError(
+            f"window_start: start must be None or an int in [0, length={length}), got {start!r}"
+        )
     return _window_start(start, length, block_size, keep)
 
 
-def _window_start(start: int | None, length: int, block_size: int, keep: int) -> int:
+def _window_start(
+    start: int | None, length: int, block_size: int, keep: int
+) -> int:
     if start is None:
         return max(0, length - block_size)
     if length - start > block_size:
@@ -155,84 +223,168 @@ def _window_start(start: int | None, length: int, block_size: int, keep: int) ->
     return start
 
 # %% ../chapters/03-gpt/04-generation.ipynb #60e1eabf
-def _check_generate(where: str, model: GPT, idx: Tensor, max_new_tokens: int, temperature: float,
-                    top_k: int | None, top_p: float | None, use_cache: bool, generator: torch.Generator | None,
-                    keep: int | None) -> tuple[float, int | None, float | None, int]:
+def _check_generate(
+    where: str,
+    model: GPT,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    use_cache: bool,
+    generator: torch.Generator | None,
+    keep: int | None,
+) -> tuple[float, int | None, float | None, int]:
     if not isinstance(model, GPT):
-        raise ValueError(f"{where}: model must be a gptlib.model.GPT, got {type(model).__name__}")
-    if (not isinstance(idx, Tensor) or idx.dim() != 2 or idx.is_floating_point() or idx.is_complex()
-            or idx.dtype == torch.bool):
-        got = f"shape {tuple(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
-        raise ValueError(f"{where}: idx must be a 2-D tensor (batch, time) of integer token ids, got {got}")
+        raise ValueError(
+            f"{where}: model must be a gptlib.model.GPT, got {type(model).__name__}"
+        )
+    if (
+        not isinstance(idx, Tensor)
+        or idx.dim() != 2
+        or idx.is_floating_point()
+        or idx.is_complex()
+        or idx.dtype == torch.bool
+    ):
+        got = (
+            f"shape {tuple(idx.shape)} and dtype {idx.dtype}"
+            if isinstance(idx, Tensor)
+            else type(idx).__name__
+        )
+        raise ValueError(
+            f"{where}: idx must be a 2-D tensor (batch, time) of integer token ids, got {got}"
+        )
     if idx.numel() == 0:
-        raise ValueError(f"{where}: idx must hold at least one token in each of at least one sequence, got shape "
-                         f"{tuple(idx.shape)}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, Integral) or max_new_tokens < 0:
-        raise ValueError(f"{where}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        raise ValueError(
+            f"{where}: idx must hold at least one token in each of at least one sequence, got shape "
+            f"{tuple(idx.shape)}"
+        )
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, Integral)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(
+            f"{where}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
+        )
     temperature = _check_temperature(temperature, where)
     top_k, top_p = _check_top_k(top_k, where), _check_top_p(top_p, where)
     if not isinstance(use_cache, bool):
-        raise ValueError(f"{where}: use_cache must be True or False, got {use_cache!r}")
+        raise ValueError(
+            f"{where}: use_cache must be True or False, got {use_cache!r}"
+        )
     block_size = model.config.block_size
     if keep is None:
         keep = max(1, block_size // 2)
-    elif isinstance(keep, bool) or not isinstance(keep, Integral) or not 1 <= keep <= block_size:
-        raise ValueError(f"{where}: keep must be an int in [1, block_size={block_size}] or None "
-                         f"(block_size // 2), got {keep!r}")
+    elif (
+        isinstance(keep, bool)
+        or not isinstance(keep, Integral)
+        or not 1 <= keep <= block_size
+    ):
+        raise ValueError(
+            f"{where}: keep must be an int in [1, block_size={block_size}] or None "
+            f"(block_size // 2), got {keep!r}"
+        )
     device = model.lm_head.weight.device
     if idx.device != device:
-        raise ValueError(f"{where}: idx is on {idx.device}, the model on {device}; move one of them")
+        raise ValueError(
+            f"{where}: idx is on {idx.device}, the model on {device}; move one of them"
+        )
     if generator is not None:
         if not isinstance(generator, torch.Generator):
-            raise ValueError(f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}")
-        if generator.device.type != device.type or (device.index is not None and generator.device.index not in
-                                                     (None, device.index)):
-            raise ValueError(f"{where}: the generator is on {generator.device}, the model on {device}; make it "
-                             f"with torch.Generator(device={str(device)!r})")
+            raise ValueError(
+                f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if generator.device.type != device.type or (
+            device.index is not None
+            and generator.device.index not in (None, device.index)
+        ):
+            raise ValueError(
+                f"{where}: the generator is on {generator.device}, the model on {device}; make it "
+                f"with torch.Generator(device={str(device)!r})"
+            )
     lo, hi = (int(v) for v in torch.aminmax(idx))
     if lo < 0 or hi >= model.config.vocab_size:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{where}: token id {bad} is outside the vocabulary [0, vocab_size="
-                         f"{model.config.vocab_size})")
+        raise ValueError(
+            f"{where}: token id {bad} is outside the vocabulary [0, vocab_size="
+            f"{model.config.vocab_size})"
+        )
     return temperature, top_k, top_p, int(keep)
 
 
-def _tokens(model: GPT, seq: Tensor, prompt_len: int, temperature: float, top_k: int | None,
-            top_p: float | None, use_cache: bool, generator: torch.Generator | None, keep: int) -> Iterator[int]:
+def _tokens(
+    model: GPT,
+    seq: Tensor,
+    prompt_len: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    use_cache: bool,
+    generator: torch.Generator | None,
+    keep: int,
+) -> Iterator[int]:
     """Write the new tokens into ``seq`` (B, prompt_len + new) after the prompt; yield each one's position."""
     block_size = model.config.block_size
     with torch.inference_mode():
         cache = model.new_cache(seq.shape[0]) if use_cache else None
-    start, cached_to = None, 0  # the window is seq[:, start:length]; the cache holds seq[:, start:cached_to]
+    start, cached_to = (
+        None,
+        0,
+    )  # the window is seq[:, start:length]; the cache holds seq[:, start:cached_to]
     for length in range(prompt_len, seq.shape[1]):
-        with torch.inference_mode():  # like no_grad, and lighter: no autograd bookkeeping at all
+        with (
+            torch.inference_mode()
+        ):  # like no_grad, and lighter: no autograd bookkeeping at all
             new_start = _window_start(start, length, block_size, keep)
             # GPT._features is hidden_states without its checks: the prompt was checked once, every drawn
             # id is in the vocabulary and the window rule keeps every input within the context
             if cache is None:
-                h = model._features(seq[:, new_start:length], 0, None)  # the whole window, every time
+                h = model._features(
+                    seq[:, new_start:length], 0, None
+                )  # the whole window, every time
             else:
-                if new_start != start:  # a new window: re-fill the cache from its tokens in one pass
+                if (
+                    new_start != start
+                ):  # a new window: re-fill the cache from its tokens in one pass
                     for c in cache:
                         c.reset()
                     cached_to = new_start
-                h = model._features(seq[:, cached_to:length], cached_to - new_start, cache)  # only what it lacks
+                h = model._features(
+                    seq[:, cached_to:length], cached_to - new_start, cache
+                )  # only what it lacks
                 cached_to = length
             start = new_start
-            token = _pick(model.lm_head(h[:, -1]), temperature, top_k, top_p, generator)
+            token = _pick(
+                model.lm_head(h[:, -1]), temperature, top_k, top_p, generator
+            )
             seq[:, length] = token
         yield length
 
 
 def _new_sequence(idx: Tensor, max_new_tokens: int) -> Tensor:
-    seq = torch.empty(idx.shape[0], idx.shape[1] + max_new_tokens, dtype=torch.long, device=idx.device)
-    seq[:, :idx.shape[1]] = idx
+    seq = torch.empty(
+        idx.shape[0],
+        idx.shape[1] + max_new_tokens,
+        dtype=torch.long,
+        device=idx.device,
+    )
+    seq[:, : idx.shape[1]] = idx
     return seq
 
 # %% ../chapters/03-gpt/04-generation.ipynb #2bed61c4
-def generate(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-             keep: int | None = None) -> Tensor:
+def generate(
+    model: GPT,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    keep: int | None = None,
+) -> Tensor:
     """Continue each sequence of ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens; returns ``(B, T + max_new_tokens)``
     int64 ids, the prompt first.
 
@@ -247,11 +399,31 @@ def generate(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float
     ``keep=block_size`` slides by one token). The model runs in eval mode without gradients; its training
     flag is restored afterwards.
     """
-    temperature, top_k, top_p, keep = _check_generate("generate", model, idx, max_new_tokens, temperature, top_k,
-                                                       top_p, use_cache, generator, keep)
+    temperature, top_k, top_p, keep = _check_generate(
+        "generate",
+        model,
+        idx,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        use_cache,
+        generator,
+        keep,
+    )
     seq = _new_sequence(idx, max_new_tokens)
     with _evaluating(model):
-        for _ in _tokens(model, seq, idx.shape[1], temperature, top_k, top_p, use_cache, generator, keep):
+        for _ in _tokens(
+            model,
+            seq,
+            idx.shape[1],
+            temperature,
+            top_k,
+            top_p,
+            use_cache,
+            generator,
+            keep,
+        ):
             pass
     return seq
 
@@ -260,7 +432,9 @@ def generate(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float
 def _evaluating(model: GPT) -> Iterator[None]:
     """Eval mode inside the block; afterwards every submodule's training flag is what it was before."""
     modes = [(m, m.training) for m in model.modules()]
-    if not any(training for _, training in modes):  # already in eval mode: nothing to switch
+    if not any(
+        training for _, training in modes
+    ):  # already in eval mode: nothing to switch
         yield
         return
     model.eval()
@@ -271,24 +445,56 @@ def _evaluating(model: GPT) -> Iterator[None]:
             m.training = training
 
 
-def stream(model: GPT, idx: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
-           top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-           keep: int | None = None) -> Iterator[Tensor]:
+def stream(
+    model: GPT,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    keep: int | None = None,
+) -> Iterator[Tensor]:
     """:func:`generate` one step at a time: an iterator that yields each step's new tokens, shape ``(B,)``, as
     soon as they are drawn. The same arguments give the same tokens as :func:`generate`. The arguments are
     checked at once. The model is in eval mode while each step runs, and as the caller left it in between, so
     streams on one model may be interleaved.
     """
-    temperature, top_k, top_p, keep = _check_generate("stream", model, idx, max_new_tokens, temperature, top_k,
-                                                       top_p, use_cache, generator, keep)
-    return _stream(model, _new_sequence(idx, max_new_tokens), idx.shape[1], temperature, top_k, top_p, use_cache,
-                   generator, keep)
+    temperature, top_k, top_p, keep = _check_generate(
+        "stream",
+        model,
+        idx,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        use_cache,
+        generator,
+        keep,
+    )
+    return _stream(
+        model,
+        _new_sequence(idx, max_new_tokens),
+        idx.shape[1],
+        temperature,
+        top_k,
+        top_p,
+        use_cache,
+        generator,
+        keep,
+    )
 
 
-def _stream(model: GPT, seq: Tensor, prompt_len: int, *args: object) -> Iterator[Tensor]:
+def _stream(
+    model: GPT, seq: Tensor, prompt_len: int, *args: object
+) -> Iterator[Tensor]:
     steps = _tokens(model, seq, prompt_len, *args)
     while True:
-        with _evaluating(model):  # per step: the caller may use the model between steps
+        with _evaluating(
+            model
+        ):  # per step: the caller may use the model between steps
             position = next(steps, None)
         if position is None:
             return

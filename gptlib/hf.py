@@ -16,7 +16,12 @@ import torch
 from torch import Tensor
 
 from .model import GPT, GPTConfig
-from .tokenizer import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, CharTokenizer
+from gptlib.tokenizer import (
+    ENDOFTEXT,
+    GPT2_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+)
 from .train import _atomic_dir_write
 
 # %% auto #0
@@ -24,10 +29,17 @@ __all__ = ['CONV1D_WEIGHTS', 'hub_reachable', 'to_hf_state_dict', 'from_hf_state
            'hf_tokenizer_files', 'hf_config', 'to_hf', 'read_hf_tokenizer', 'from_hf']
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #b7a2b067
-def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 2.0) -> bool:
+def hub_reachable(
+    host: str = "huggingface.co", port: int = 443, timeout: float = 2.0
+) -> bool:
     """True if a TCP connection to the Hugging Face Hub opens within `timeout` seconds (name lookup
     included); False at once when ``HF_HUB_OFFLINE`` is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    ):
         return False
     ok: list[bool] = []
 
@@ -45,7 +57,12 @@ def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float 
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #63e2a897
 # GPT-2's Conv1D layers: Hugging Face stores their weights as (in, out), nn.Linear as (out, in)
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 
 
 def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
@@ -55,30 +72,55 @@ def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
     a ``bias=False`` model gets zero biases, which compute the same function.
     """
     if not isinstance(model, GPT):
-        raise TypeError(f"expected a gptlib.model.GPT, got {type(model).__name__}")
-    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        raise TypeError(
+            f"expected a gptlib.model.GPT, got {type(model).__name__}"
+        )
+    state = {
+        k: v for k, v in model.state_dict().items() if k != "lm_head.weight"
+    }
     out: dict[str, Tensor] = {}
     for name, t in state.items():
         t = t.detach().cpu()
         out[name] = (t.T if name.endswith(CONV1D_WEIGHTS) else t).contiguous()
-    if not model.config.bias:  # GPT-2 always has biases: zeros leave the function unchanged
+    if (
+        not model.config.bias
+    ):  # GPT-2 always has biases: zeros leave the function unchanged
         for name, t in list(out.items()):
             if name.endswith((".ln_1.weight", ".ln_2.weight", "ln_f.weight")):
                 out[name[: -len("weight")] + "bias"] = torch.zeros_like(t)
             elif name.endswith(CONV1D_WEIGHTS):
-                out[name[: -len("weight")] + "bias"] = torch.zeros(t.shape[1], dtype=t.dtype)
+                out[name[: -len("weight")] + "bias"] = torch.zeros(
+                    t.shape[1], dtype=t.dtype
+                )
     return dict(sorted(out.items()))
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #27bf3498
 def _layer_names(n_layer: int) -> list[str]:
-    names = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"]
+    names = [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.ln_f.weight",
+        "transformer.ln_f.bias",
+    ]
     for i in range(n_layer):
-        for part in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
-            names += [f"transformer.h.{i}.{part}.weight", f"transformer.h.{i}.{part}.bias"]
+        for part in (
+            "ln_1",
+            "attn.c_attn",
+            "attn.c_proj",
+            "ln_2",
+            "mlp.c_fc",
+            "mlp.c_proj",
+        ):
+            names += [
+                f"transformer.h.{i}.{part}.weight",
+                f"transformer.h.{i}.{part}.bias",
+            ]
     return names
 
 
-def from_hf_state_dict(state: Mapping[str, Tensor], config: GPTConfig) -> dict[str, Tensor]:
+def from_hf_state_dict(
+    state: Mapping[str, Tensor], config: GPTConfig
+) -> dict[str, Tensor]:
     """Hugging Face ``GPT2LMHeadModel`` weights (``transformer.`` prefix optional) as a state dict for
     ``GPT(config)``: ``Conv1D`` weights transposed, the causal-mask buffers of old checkpoints dropped.
 
@@ -86,32 +128,64 @@ def from_hf_state_dict(state: Mapping[str, Tensor], config: GPTConfig) -> dict[s
     not the token embedding (untied) is refused, since :class:`gptlib.model.GPT` ties the two.
     """
     if not isinstance(config, GPTConfig):
-        raise TypeError(f"from_hf_state_dict: expected a GPTConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"from_hf_state_dict: expected a GPTConfig, got {type(config).__name__}"
+        )
     if config.bias is False:
-        raise ValueError("from_hf_state_dict: GPT-2 has biases; pass a config with bias=True")
-    state = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not re.fullmatch(r"transformer\.h\.\d+\.attn\.(bias|masked_bias)", k)}
+        raise ValueError(
+            "from_hf_state_dict: GPT-2 has biases; pass a config with bias=True"
+        )
+    state = {
+        (
+            k
+            if k.startswith(("transformer.", "lm_head."))
+            else f"transformer.{k}"
+        ): v
+        for k, v in state.items()
+    }
+    state = {
+        k: v
+        for k, v in state.items()
+        if not re.fullmatch(
+            r"transformer\.h\.\d+\.attn\.(bias|masked_bias)", k
+        )
+    }
     head = state.pop("lm_head.weight", None)
     expected = _layer_names(config.n_layer)
     missing = [k for k in expected if k not in state]
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        parts = ([f"missing {len(missing)} tensors, e.g. {missing[:3]}"] if missing else []) + (
-            [f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}"] if unexpected else [])
-        raise ValueError(f"the weights do not fit a GPT-2 of {config.n_layer} layers: {'; '.join(parts)}")
+        parts = (
+            [f"missing {len(missing)} tensors, e.g. {missing[:3]}"]
+            if missing
+            else []
+        ) + (
+            [f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}"]
+            if unexpected
+            else []
+        )
+        raise ValueError(
+            f"the weights do not fit a GPT-2 of {config.n_layer} layers: {'; '.join(parts)}"
+        )
     wte = state["transformer.wte.weight"]
-    if head is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
-        raise ValueError("the output layer lm_head.weight differs from the token embedding wte.weight (untied "
-                         "weights); gptlib's GPT ties the two, so it cannot hold this model")
+    if head is not None and (
+        head.shape != wte.shape or not torch.equal(head, wte)
+    ):
+        raise ValueError(
+            "the output layer lm_head.weight differs from the token embedding wte.weight (untied "
+            "weights); gptlib's GPT ties the two, so it cannot hold this model"
+        )
     shapes = _expected_shapes(config)
     out: dict[str, Tensor] = {}
     for name in expected:
         t = state[name]
         t = t.T if name.endswith(CONV1D_WEIGHTS) else t
         if tuple(t.shape) != shapes[name]:
-            raise ValueError(f"tensor {name} has shape {tuple(t.shape)}"
-                             f"{' (after transposing the Conv1D weight)' if name.endswith(CONV1D_WEIGHTS) else ''}, "
-                             f"expected {shapes[name]} for {config}")
+            raise ValueError(
+                f"tensor {name} has shape {tuple(t.shape)}"
+                f"{' (after transposing the Conv1D weight)' if name.endswith(CONV1D_WEIGHTS) else ''}, "
+                f"expected {shapes[name]} for {config}"
+            )
         out[name] = t.contiguous()
     out["lm_head.weight"] = out["transformer.wte.weight"]
     return out
@@ -119,10 +193,20 @@ def from_hf_state_dict(state: Mapping[str, Tensor], config: GPTConfig) -> dict[s
 
 def _expected_shapes(c: GPTConfig) -> dict[str, tuple[int, ...]]:
     d, V = c.n_embd, c.vocab_size
-    shapes = {"transformer.wte.weight": (V, d), "transformer.wpe.weight": (c.block_size, d),
-              "transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,)}
-    per = {"ln_1": (d, d), "attn.c_attn": (3 * d, d), "attn.c_proj": (d, d), "ln_2": (d, d),
-           "mlp.c_fc": (4 * d, d), "mlp.c_proj": (d, 4 * d)}
+    shapes = {
+        "transformer.wte.weight": (V, d),
+        "transformer.wpe.weight": (c.block_size, d),
+        "transformer.ln_f.weight": (d,),
+        "transformer.ln_f.bias": (d,),
+    }
+    per = {
+        "ln_1": (d, d),
+        "attn.c_attn": (3 * d, d),
+        "attn.c_proj": (d, d),
+        "ln_2": (d, d),
+        "mlp.c_fc": (4 * d, d),
+        "mlp.c_proj": (d, 4 * d),
+    }
     for i in range(c.n_layer):
         for part, (o, n) in per.items():
             ln = part.startswith("ln")
@@ -141,7 +225,11 @@ def bytes_to_unicode() -> dict[int, str]:
     bytes become a string of visible characters without spaces, which ``vocab.json`` and ``merges.txt``
     can hold.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     n = 0
     for b in range(256):
@@ -167,28 +255,40 @@ def _token_bytes_of(s: str) -> bytes:
     try:
         return bytes(inverse[c] for c in s)
     except KeyError as e:
-        raise ValueError(f"the token {s!r} holds the character {e.args[0]!r}, which is not one of GPT-2's 256 "
-                         "byte characters: not a byte-level BPE vocabulary") from None
+        raise ValueError(
+            f"the token {s!r} holds the character {e.args[0]!r}, which is not one of GPT-2's 256 "
+            "byte characters: not a byte-level BPE vocabulary"
+        ) from None
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #4dfa7d8d
 def _check_tokenizer(tokenizer: Any) -> None:
     if isinstance(tokenizer, CharTokenizer):
-        raise ValueError("to_hf: a CharTokenizer cannot be written in GPT-2's format. GPT-2's tokenizer is byte-level "
-                         "BPE: its vocabulary starts with the 256 bytes, so it can encode any text, and vocab.json + "
-                         "merges.txt describe tokens as bytes and merges. A character vocabulary has neither; train a "
-                         "gptlib.tokenizer.BPETokenizer instead")
+        raise ValueError(
+            "to_hf: a CharTokenizer cannot be written in GPT-2's format. GPT-2's tokenizer is byte-level "
+            "BPE: its vocabulary starts with the 256 bytes, so it can encode any text, and vocab.json + "
+            "merges.txt describe tokens as bytes and merges. A character vocabulary has neither; train a "
+            "gptlib.tokenizer.BPETokenizer instead"
+        )
     if not isinstance(tokenizer, BPETokenizer):
-        raise TypeError(f"to_hf: expected a gptlib.tokenizer.BPETokenizer, got {type(tokenizer).__name__}")
+        raise TypeError(
+            f"to_hf: expected a gptlib.tokenizer.BPETokenizer, got {type(tokenizer).__name__}"
+        )
     if tokenizer.pattern != GPT2_PATTERN:
-        raise ValueError("to_hf: the tokenizer splits text with its own pattern, but GPT-2's format has no place for "
-                         "one: Transformers' GPT-2 tokenizers always split with GPT-2's pattern "
-                         "(gptlib.tokenizer.GPT2_PATTERN), so they would cut the text differently")
+        raise ValueError(
+            "to_hf: the tokenizer splits text with its own pattern, but GPT-2's format has no place for "
+            "one: Transformers' GPT-2 tokenizers always split with GPT-2's pattern "
+            "(gptlib.tokenizer.GPT2_PATTERN), so they would cut the text differently"
+        )
     if ENDOFTEXT not in tokenizer.special_tokens:
-        raise ValueError(f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; GPT-2's format uses it as the "
-                         f"beginning-, end- and unknown-text token (its special tokens: {list(tokenizer.special_tokens)})")
+        raise ValueError(
+            f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; GPT-2's format uses it as the "
+            f"beginning-, end- and unknown-text token (its special tokens: {list(tokenizer.special_tokens)})"
+        )
 
 
-def hf_tokenizer_files(tokenizer: BPETokenizer, model_max_length: int) -> dict[str, str]:
+def hf_tokenizer_files(
+    tokenizer: BPETokenizer, model_max_length: int
+) -> dict[str, str]:
     """The files of `tokenizer` in GPT-2's format, as {file name: text}: ``vocab.json`` (each token's bytes
     as a :func:`token_string`, with its id), ``merges.txt`` (the merges in order, one pair a line),
     ``tokenizer_config.json`` and ``special_tokens_map.json``. Our ids are kept as they are."""
@@ -198,25 +298,52 @@ def hf_tokenizer_files(tokenizer: BPETokenizer, model_max_length: int) -> dict[s
     vocab = {token_string(b): i for i, b in enumerate(pieces)}
     for s, i in tokenizer.special_tokens.items():
         if s in vocab:
-            raise ValueError(f"to_hf: the special token {s!r} is written like ordinary token {vocab[s]} in vocab.json")
+            raise ValueError(
+                f"to_hf: the special token {s!r} is written like ordinary token {vocab[s]} in vocab.json"
+            )
         vocab[s] = i
-    merges = ["#version: 0.2"] + [f"{token_string(pieces[a])} {token_string(pieces[b])}" for a, b in tokenizer.merges]
+    merges = ["#version: 0.2"] + [
+        f"{token_string(pieces[a])} {token_string(pieces[b])}"
+        for a, b in tokenizer.merges
+    ]
     others = [s for s in tokenizer.special_tokens if s != ENDOFTEXT]
-    special_map: dict[str, Any] = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
+    special_map: dict[str, Any] = {
+        "bos_token": ENDOFTEXT,
+        "eos_token": ENDOFTEXT,
+        "unk_token": ENDOFTEXT,
+    }
     if others:
         special_map["additional_special_tokens"] = others
     config = {
-        "tokenizer_class": "GPT2Tokenizer", "model_max_length": model_max_length, "add_prefix_space": False,
-        "add_bos_token": False, "clean_up_tokenization_spaces": False, "errors": "replace", **special_map,
-        "added_tokens_decoder": {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
-                                          "single_word": False, "special": True}
-                                 for s, i in tokenizer.special_tokens.items()},
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": model_max_length,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "errors": "replace",
+        **special_map,
+        "added_tokens_decoder": {
+            str(i): {
+                "content": s,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
+            for s, i in tokenizer.special_tokens.items()
+        },
     }
+
     def dump(d: dict) -> str:
         return json.dumps(d, ensure_ascii=False, indent=2) + "\n"
 
-    return {"vocab.json": dump(vocab), "merges.txt": "\n".join(merges) + "\n",
-            "tokenizer_config.json": dump(config), "special_tokens_map.json": dump(special_map)}
+    return {
+        "vocab.json": dump(vocab),
+        "merges.txt": "\n".join(merges) + "\n",
+        "tokenizer_config.json": dump(config),
+        "special_tokens_map.json": dump(special_map),
+    }
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #e847b999
 def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
@@ -226,19 +353,37 @@ def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
     beginning- and end-of-text id."""
     c = model.config
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
-        "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_pytorch_tanh",
-        "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
-        "layer_norm_epsilon": model.transformer.ln_f.eps, "initializer_range": 0.02,
-        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
-        "add_cross_attention": False, "tie_word_embeddings": True, "use_cache": True,
-        "bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
-        "dtype": str(model.transformer.wte.weight.dtype).removeprefix("torch."),
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_pytorch_tanh",
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "layer_norm_epsilon": model.transformer.ln_f.eps,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "add_cross_attention": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": eos_token_id,
+        "eos_token_id": eos_token_id,
+        "dtype": str(model.transformer.wte.weight.dtype).removeprefix(
+            "torch."
+        ),
     }
 
 
-def to_hf(model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike) -> Path:
+def to_hf(
+    model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike
+) -> Path:
     """Write `model` and `tokenizer` to the folder `path` in Hugging Face Transformers' GPT-2 format.
 
     The folder holds ``config.json``, ``generation_config.json``, ``model.safetensors`` (``Conv1D`` weights
@@ -250,23 +395,37 @@ def to_hf(model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike) -> Path:
     Returns the folder's path.
     """
     if not isinstance(model, GPT):
-        raise TypeError(f"to_hf: expected a gptlib.model.GPT, got {type(model).__name__}")
+        raise TypeError(
+            f"to_hf: expected a gptlib.model.GPT, got {type(model).__name__}"
+        )
     _check_tokenizer(tokenizer)
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"to_hf: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has "
-                         f"{model.config.vocab_size}: they do not belong together")
+        raise ValueError(
+            f"to_hf: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+            f"{model.config.vocab_size}: they do not belong together"
+        )
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"to_hf: {path} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
-        raise ValueError(f"to_hf: {path} is a non-empty folder without config.json; to_hf only replaces an "
-                         "earlier export, so choose an empty or new folder")
+    if (
+        path.is_dir()
+        and any(path.iterdir())
+        and not (path / "config.json").is_file()
+    ):
+        raise ValueError(
+            f"to_hf: {path} is a non-empty folder without config.json; to_hf only replaces an "
+            "earlier export, so choose an empty or new folder"
+        )
     from safetensors.torch import save_file
 
     eos = tokenizer.special_tokens[ENDOFTEXT]
     config = hf_config(model, eos)
-    generation = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
-                  "max_length": model.config.block_size}
+    generation = {
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+        "max_length": model.config.block_size,
+    }
     files = hf_tokenizer_files(tokenizer, model.config.block_size)
     files["config.json"] = json.dumps(config, indent=2) + "\n"
     files["generation_config.json"] = json.dumps(generation, indent=2) + "\n"
@@ -275,85 +434,141 @@ def to_hf(model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike) -> Path:
     def write(tmp: Path) -> None:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(
+            state, str(tmp / "model.safetensors"), metadata={"format": "pt"}
+        )
 
     _atomic_dir_write(path, write)
     return path
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #c272c5f2
-_HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-              "model-*.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-              "tokenizer.json"]
+_HUB_FILES = [
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
     """A local folder, or the folder of a Hub model downloaded (when online) or cached by huggingface_hub."""
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"from_hf: expected a folder or a Hub model name, got {type(name_or_path).__name__}")
+        raise TypeError(
+            f"from_hf: expected a folder or a Hub model name, got {type(name_or_path).__name__}"
+        )
     path = Path(name_or_path)
     if path.is_dir():
         return path
     if path.exists():
-        raise ValueError(f"from_hf: {path} is a file; expected a folder such as to_hf or save_pretrained writes")
+        raise ValueError(
+            f"from_hf: {path} is a file; expected a folder such as to_hf or save_pretrained writes"
+        )
     name = str(name_or_path)
     if not _REPO_ID.fullmatch(name) or ".." in name:
         raise FileNotFoundError(f"from_hf: no folder {path}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise FileNotFoundError(f"from_hf: {name!r} is not a folder, and huggingface_hub, which downloads models "
-                                "from the Hub, is not installed") from None
+        raise FileNotFoundError(
+            f"from_hf: {name!r} is not a folder, and huggingface_hub, which downloads models "
+            "from the Hub, is not installed"
+        ) from None
     online = hub_reachable()
     try:
-        return Path(snapshot_download(name, allow_patterns=_HUB_FILES, local_files_only=not online))
+        return Path(
+            snapshot_download(
+                name, allow_patterns=_HUB_FILES, local_files_only=not online
+            )
+        )
     except Exception as e:  # not found, no network, no cached copy: all mean the same to the caller
-        why = "could not provide it" if online else "cannot be reached (offline) and has no cached copy"
-        raise FileNotFoundError(f"from_hf: {name!r} is not a local folder, and the Hugging Face Hub {why} "
-                                f"({type(e).__name__})") from None
+        why = (
+            "could not provide it"
+            if online
+            else "cannot be reached (offline) and has no cached copy"
+        )
+        raise FileNotFoundError(
+            f"from_hf: {name!r} is not a local folder, and the Hugging Face Hub {why} "
+            f"({type(e).__name__})"
+        ) from None
 
 
 def _read_json_file(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"from_hf: {path.name} is not valid JSON: {e}") from None
+        raise ValueError(
+            f"from_hf: {path.name} is not valid JSON: {e}"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"from_hf: {path.name} must hold a JSON object, got {type(data).__name__}")
+        raise ValueError(
+            f"from_hf: {path.name} must hold a JSON object, got {type(data).__name__}"
+        )
     return data
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #46c89b1f
 def _read_config(folder: Path) -> GPTConfig:
     path = folder / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"from_hf: the folder {folder.name!r} has no config.json, so it is not a "
-                                "Transformers model folder")
+        raise FileNotFoundError(
+            f"from_hf: the folder {folder.name!r} has no config.json, so it is not a "
+            "Transformers model folder"
+        )
     cfg = _read_json_file(path)
     kind = cfg.get("model_type")
     if kind != "gpt2":
-        raise ValueError(f"from_hf: config.json describes a {kind!r} model (architectures "
-                         f"{cfg.get('architectures')}); from_hf reads GPT-2-style models only (model_type 'gpt2', "
-                         "GPT2LMHeadModel), whose layers are gptlib's GPT's one for one")
+        raise ValueError(
+            f"from_hf: config.json describes a {kind!r} model (architectures "
+            f"{cfg.get('architectures')}); from_hf reads GPT-2-style models only (model_type 'gpt2', "
+            "GPT2LMHeadModel), whose layers are gptlib's GPT's one for one"
+        )
     n_embd = cfg.get("n_embd", 768)
     problems = []
-    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        problems.append(f"activation_function {cfg['activation_function']!r} (ours is GELU's tanh form, 'gelu_new' "
-                        "or 'gelu_pytorch_tanh')")
+    if cfg.get("activation_function", "gelu_new") not in (
+        "gelu_new",
+        "gelu_pytorch_tanh",
+    ):
+        problems.append(
+            f"activation_function {cfg['activation_function']!r} (ours is GELU's tanh form, 'gelu_new' "
+            "or 'gelu_pytorch_tanh')"
+        )
     if cfg.get("layer_norm_epsilon", 1e-5) != 1e-5:
-        problems.append(f"layer_norm_epsilon {cfg['layer_norm_epsilon']!r} (ours is 1e-05)")
+        problems.append(
+            f"layer_norm_epsilon {cfg['layer_norm_epsilon']!r} (ours is 1e-05)"
+        )
     if cfg.get("n_inner") not in (None, 4 * n_embd):
-        problems.append(f"n_inner {cfg['n_inner']!r} (ours is 4 * n_embd = {4 * n_embd})")
-    for key, ours in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                      ("add_cross_attention", False), ("tie_word_embeddings", True)):
+        problems.append(
+            f"n_inner {cfg['n_inner']!r} (ours is 4 * n_embd = {4 * n_embd})"
+        )
+    for key, ours in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+        ("tie_word_embeddings", True),
+    ):
         if cfg.get(key, ours) != ours:
             problems.append(f"{key} {cfg[key]!r} (ours is {ours})")
     if problems:
-        raise ValueError("from_hf: config.json describes a GPT-2 variant that gptlib's GPT does not compute: "
-                         + "; ".join(problems))
+        raise ValueError(
+            "from_hf: config.json describes a GPT-2 variant that gptlib's GPT does not compute: "
+            + "; ".join(problems)
+        )
     try:
-        return GPTConfig(vocab_size=cfg.get("vocab_size", 50257), block_size=cfg.get("n_positions", 1024),
-                         n_layer=cfg.get("n_layer", 12), n_head=cfg.get("n_head", 12), n_embd=n_embd,
-                         dropout=cfg.get("resid_pdrop", 0.1), bias=True)
+        return GPTConfig(
+            vocab_size=cfg.get("vocab_size", 50257),
+            block_size=cfg.get("n_positions", 1024),
+            n_layer=cfg.get("n_layer", 12),
+            n_head=cfg.get("n_head", 12),
+            n_embd=n_embd,
+            dropout=cfg.get("resid_pdrop", 0.1),
+            bias=True,
+        )
     except ValueError as e:
         raise ValueError(f"from_hf: config.json: {e}") from None
 
@@ -361,11 +576,17 @@ def _read_config(folder: Path) -> GPTConfig:
 def _special_names(folder: Path) -> set[str]:
     """The special tokens that the tokenizer files of `folder` declare (and GPT-2's end-of-text token)."""
     names = {ENDOFTEXT}
-    for file in ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+    for file in (
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+    ):
         if not (folder / file).is_file():
             continue
         data = _read_json_file(folder / file)
-        found = list(data.get("added_tokens_decoder", {}).values()) + data.get("added_tokens", [])
+        found = list(data.get("added_tokens_decoder", {}).values()) + data.get(
+            "added_tokens", []
+        )
         found += [v for k, v in data.items() if k.endswith("_token")]
         found += data.get("additional_special_tokens", [])
         for t in found:
@@ -381,15 +602,23 @@ def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE":
         kind = model.get("type") if isinstance(model, dict) else None
-        raise ValueError(f"from_hf: tokenizer.json holds a {kind!r} model, not GPT-2's byte-level BPE")
+        raise ValueError(
+            f"from_hf: tokenizer.json holds a {kind!r} model, not GPT-2's byte-level BPE"
+        )
     vocab, merges = model.get("vocab"), model.get("merges")
     if not isinstance(vocab, dict) or not isinstance(merges, list):
-        raise ValueError("from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or merges (model.merges)")
+        raise ValueError(
+            "from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or merges (model.merges)"
+        )
     lines = []
     for merge in merges:  # "a b" strings in older files, [a, b] pairs in newer ones; byte-level tokens hold no space
-        if isinstance(merge, list) and all(isinstance(part, str) for part in merge):
+        if isinstance(merge, list) and all(
+            isinstance(part, str) for part in merge
+        ):
             merge = " ".join(merge)
-        lines.append(merge if isinstance(merge, str) else repr(merge))  # anything else fails when the lines are read
+        lines.append(
+            merge if isinstance(merge, str) else repr(merge)
+        )  # anything else fails when the lines are read
     return vocab, lines
 
 
@@ -399,14 +628,28 @@ def _refuse_prefix_space(folder: Path) -> None:
     if (folder / "tokenizer_config.json").is_file():
         settings.append(_read_json_file(folder / "tokenizer_config.json"))
     if (folder / "tokenizer.json").is_file():
-        pre = _read_json_file(folder / "tokenizer.json").get("pre_tokenizer") or {}
-        settings += [pre, *pre.get("pretokenizers", [])] if isinstance(pre, dict) else []
-    if any(isinstance(d, dict) and d.get("add_prefix_space") is True for d in settings):
-        raise ValueError("from_hf: the tokenizer adds a space before every text (add_prefix_space=True), so it "
-                         "would encode differently from ours, which does not; save it with add_prefix_space=False")
+        pre = (
+            _read_json_file(folder / "tokenizer.json").get("pre_tokenizer")
+            or {}
+        )
+        settings += (
+            [pre, *pre.get("pretokenizers", [])]
+            if isinstance(pre, dict)
+            else []
+        )
+    if any(
+        isinstance(d, dict) and d.get("add_prefix_space") is True
+        for d in settings
+    ):
+        raise ValueError(
+            "from_hf: the tokenizer adds a space before every text (add_prefix_space=True), so it "
+            "would encode differently from ours, which does not; save it with add_prefix_space=False"
+        )
 
 
-def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int]]:
+def read_hf_tokenizer(
+    folder: str | os.PathLike,
+) -> tuple[BPETokenizer, list[int]]:
     """Our :class:`BPETokenizer` from GPT-2-format tokenizer files (``vocab.json`` + ``merges.txt``, or the
     ``tokenizer.json`` that Transformers' ``save_pretrained`` writes), and for each of our ids the id that
     the vocabulary gives the same token. A tokenizer set to add a space before the text is refused.
@@ -422,23 +665,35 @@ def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int
     if not missing:
         vocab = _read_json_file(vocab_path)
         lines = merges_path.read_text(encoding="utf-8").splitlines()
-    elif (folder / "tokenizer.json").is_file():  # all that Transformers 5's save_pretrained writes
+    elif (
+        folder / "tokenizer.json"
+    ).is_file():  # all that Transformers 5's save_pretrained writes
         vocab, lines = _read_tokenizer_json(folder / "tokenizer.json")
     else:
-        raise FileNotFoundError(f"from_hf: the folder {folder.name!r} has no {' or '.join(missing)} and no "
-                                "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer from vocab.json + "
-                                "merges.txt, or from the tokenizer.json that Transformers writes")
-    ids = sorted(vocab.values()) if all(isinstance(v, int) for v in vocab.values()) else None
+        raise FileNotFoundError(
+            f"from_hf: the folder {folder.name!r} has no {' or '.join(missing)} and no "
+            "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer from vocab.json + "
+            "merges.txt, or from the tokenizer.json that Transformers writes"
+        )
+    ids = (
+        sorted(vocab.values())
+        if all(isinstance(v, int) for v in vocab.values())
+        else None
+    )
     if ids != list(range(len(vocab))):
-        raise ValueError(f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each to one token")
+        raise ValueError(
+            f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each to one token"
+        )
     of_bytes: dict[bytes, int] = {}  # token bytes -> our id
     hf_id: list[int] = []  # our id -> vocab.json's id
     table = bytes_to_unicode()
     for b in range(256):
         s = table[b]
         if s not in vocab:
-            raise ValueError(f"from_hf: vocab.json has no token for the byte {b} ({s!r}), so it is not GPT-2's "
-                             "byte-level BPE (whose vocabulary holds all 256 bytes)")
+            raise ValueError(
+                f"from_hf: vocab.json has no token for the byte {b} ({s!r}), so it is not GPT-2's "
+                "byte-level BPE (whose vocabulary holds all 256 bytes)"
+            )
         of_bytes[bytes([b])] = b
         hf_id.append(vocab[s])
     merges: list[tuple[int, int]] = []
@@ -447,16 +702,24 @@ def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise ValueError(f"from_hf: merges.txt line {n} must hold two tokens separated by a space, got {line!r}")
+            raise ValueError(
+                f"from_hf: merges.txt line {n} must hold two tokens separated by a space, got {line!r}"
+            )
         a, b = (_token_bytes_of(p) for p in parts)
         if a not in of_bytes or b not in of_bytes:
-            raise ValueError(f"from_hf: merges.txt line {n} ({line!r}) uses a token that no earlier line makes")
+            raise ValueError(
+                f"from_hf: merges.txt line {n} ({line!r}) uses a token that no earlier line makes"
+            )
         joined = token_string(a + b)
         if joined not in vocab:
-            raise ValueError(f"from_hf: merges.txt line {n} makes {joined!r}, which vocab.json lacks: the two files "
-                             "do not belong together")
+            raise ValueError(
+                f"from_hf: merges.txt line {n} makes {joined!r}, which vocab.json lacks: the two files "
+                "do not belong together"
+            )
         if a + b in of_bytes:
-            raise ValueError(f"from_hf: merges.txt line {n} makes {joined!r} a second time")
+            raise ValueError(
+                f"from_hf: merges.txt line {n} makes {joined!r} a second time"
+            )
         of_bytes[a + b] = 256 + len(merges)
         merges.append((of_bytes[a], of_bytes[b]))
         hf_id.append(vocab[joined])
@@ -465,12 +728,16 @@ def read_hf_tokenizer(folder: str | os.PathLike) -> tuple[BPETokenizer, list[int
     declared = _special_names(folder)
     strays = [s for _, s in rest if s not in declared]
     if strays:
-        raise ValueError(f"from_hf: vocab.json has {len(strays)} tokens that no merge makes and that are not special "
-                         f"tokens, e.g. {strays[:3]}: vocab.json and merges.txt do not belong together")
+        raise ValueError(
+            f"from_hf: vocab.json has {len(strays)} tokens that no merge makes and that are not special "
+            f"tokens, e.g. {strays[:3]}: vocab.json and merges.txt do not belong together"
+        )
     try:
         tokenizer = BPETokenizer(merges, [s for _, s in rest], GPT2_PATTERN)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"from_hf: the tokenizer files do not make a byte-level BPE tokenizer: {e}") from None
+        raise ValueError(
+            f"from_hf: the tokenizer files do not make a byte-level BPE tokenizer: {e}"
+        ) from None
     return tokenizer, hf_id + [i for i, _ in rest]
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #9a1b637a
@@ -478,22 +745,41 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    single, index = (
+        folder / "model.safetensors",
+        folder / "model.safetensors.index.json",
+    )
     try:
         if single.is_file():
             return load_file(single)
         if index.is_file():
-            shards = sorted(set(_read_json_file(index).get("weight_map", {}).values()))
+            shards = sorted(
+                set(_read_json_file(index).get("weight_map", {}).values())
+            )
             state: dict[str, Tensor] = {}
             for shard in shards:
                 state.update(load_file(folder / shard))
             return state
     except (OSError, SafetensorError) as e:  # a damaged or truncated file
-        raise ValueError(f"from_hf: cannot read the weights in {folder.name!r}: {e}") from None
-    others = [p.name for p in sorted(folder.iterdir()) if p.suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack")]
-    hint = (f"; it has {others}, which from_hf does not read, since pickled weights can run code when they are "
-            "loaded (load them with Transformers and save_pretrained() them, which writes safetensors)") if others else ""
-    raise FileNotFoundError(f"from_hf: the folder {folder.name!r} has no model.safetensors: the weights are missing{hint}")
+        raise ValueError(
+            f"from_hf: cannot read the weights in {folder.name!r}: {e}"
+        ) from None
+    others = [
+        p.name
+        for p in sorted(folder.iterdir())
+        if p.suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack")
+    ]
+    hint = (
+        (
+            f"; it has {others}, which from_hf does not read, since pickled weights can run code when they are "
+            "loaded (load them with Transformers and save_pretrained() them, which writes safetensors)"
+        )
+        if others
+        else ""
+    )
+    raise FileNotFoundError(
+        f"from_hf: the folder {folder.name!r} has no model.safetensors: the weights are missing{hint}"
+    )
 
 
 def from_hf(name_or_path: str | os.PathLike) -> tuple[GPT, BPETokenizer]:
@@ -510,10 +796,14 @@ def from_hf(name_or_path: str | os.PathLike) -> tuple[GPT, BPETokenizer]:
     config = _read_config(folder)
     tokenizer, hf_id = read_hf_tokenizer(folder)
     if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"from_hf: the tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size "
-                         f"{config.vocab_size}: the vocabulary does not match the model")
+        raise ValueError(
+            f"from_hf: the tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size "
+            f"{config.vocab_size}: the vocabulary does not match the model"
+        )
     state = from_hf_state_dict(_read_weights(folder), config)
-    state["transformer.wte.weight"] = state["lm_head.weight"] = state["transformer.wte.weight"][hf_id]
+    state["transformer.wte.weight"] = state["lm_head.weight"] = state[
+        "transformer.wte.weight"
+    ][hf_id]
     model = GPT(config)
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     return model.eval(), tokenizer

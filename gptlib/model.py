@@ -27,12 +27,22 @@ class LayerNorm(nn.Module):
     ``torch.nn.functional.layer_norm``; ``bias=False`` leaves out the shift.
     """
 
-    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5) -> None:
+    def __init__(
+        self, ndim: int, bias: bool = True, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim < 1:
-            raise ValueError(f"LayerNorm: ndim must be a positive int, got {ndim!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"LayerNorm: eps must be a positive number, got {eps!r}")
+            raise ValueError(
+                f"LayerNorm: ndim must be a positive int, got {ndim!r}"
+            )
+        if (
+            isinstance(eps, bool)
+            or not isinstance(eps, (int, float))
+            or not eps > 0
+        ):
+            raise ValueError(
+                f"LayerNorm: eps must be a positive number, got {eps!r}"
+            )
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
         self.eps = float(eps)
@@ -41,7 +51,9 @@ class LayerNorm(nn.Module):
         return f"{self.weight.shape[0]}, bias={self.bias is not None}, eps={self.eps}"
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(
+            x, self.weight.shape, self.weight, self.bias, self.eps
+        )
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #85a088b9
 def gelu(x: Tensor) -> Tensor:
@@ -54,7 +66,9 @@ class MLP(nn.Module):
     """The feed-forward network of a block: ``c_fc`` widens to ``4 * n_embd``, GELU (tanh form, :func:`gelu`),
     ``c_proj`` narrows back to ``n_embd``, then dropout. It acts on each position separately."""
 
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, n_embd: int, dropout: float = 0.0, bias: bool = True
+    ) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
         self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
@@ -62,7 +76,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.c_proj(gelu(self.c_fc(x)))
-        return self.dropout(y) if self.training and self.dropout.p else y  # no call when it would do nothing
+        return (
+            self.dropout(y) if self.training and self.dropout.p else y
+        )  # no call when it would do nothing
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #931f8d3a
 def _divisors(n: int) -> list[int]:
@@ -88,19 +104,41 @@ class GPTConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_embd",
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig: {name} must be a positive int, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < 1
+            ):
+                raise ValueError(
+                    f"GPTConfig: {name} must be a positive int, got {value!r}"
+                )
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head "
-                             f"gets n_embd // n_head dimensions, so n_head must be one of {_divisors(self.n_embd)}")
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head "
+                f"gets n_embd // n_head dimensions, so n_head must be one of {_divisors(self.n_embd)}"
+            )
         p = self.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"GPTConfig: dropout must be a probability in [0, 1), got {p!r}")
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, float))
+            or not 0.0 <= p < 1.0
+        ):
+            raise ValueError(
+                f"GPTConfig: dropout must be a probability in [0, 1), got {p!r}"
+            )
         object.__setattr__(self, "dropout", float(p))
         if not isinstance(self.bias, bool):
-            raise ValueError(f"GPTConfig: bias must be True or False, got {self.bias!r}")
+            raise ValueError(
+                f"GPTConfig: bias must be True or False, got {self.bias!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a dict of ints, a float and a bool (JSON-able)."""
@@ -113,16 +151,22 @@ class GPTConfig:
         Unknown keys and missing required keys (all but ``dropout`` and ``bias``) raise ValueError naming them.
         """
         if not isinstance(d, Mapping):
-            raise ValueError(f"GPTConfig.from_dict: expected a mapping of field names to values, got {type(d).__name__}")
+            raise ValueError(
+                f"GPTConfig.from_dict: expected a mapping of field names to values, got {type(d).__name__}"
+            )
         fields = dataclasses.fields(cls)
         known = [f.name for f in fields]
         unknown = sorted((str(k) for k in d if k not in known))
         if unknown:
-            raise ValueError(f"GPTConfig.from_dict: unknown keys {unknown}; the fields are {known}")
+            raise ValueError(
+                f"GPTConfig.from_dict: unknown keys {unknown}; the fields are {known}"
+            )
         required = [f.name for f in fields if f.default is dataclasses.MISSING]
         missing = [k for k in required if k not in d]
         if missing:
-            raise ValueError(f"GPTConfig.from_dict: missing keys {missing}; required are {required}")
+            raise ValueError(
+                f"GPTConfig.from_dict: missing keys {missing}; required are {required}"
+            )
         return cls(**d)
 
     @classmethod
@@ -131,7 +175,9 @@ class GPTConfig:
         :data:`gptlib.scale.GPT_CONFIGS`, with fields replaced by ``overrides`` (for example ``dropout=0.1``)."""
         names = [n for n in GPT_CONFIGS if n.startswith("gpt2")]
         if name not in names:
-            raise ValueError(f"GPTConfig.from_name: unknown model {name!r}; this architecture has the shapes {names}")
+            raise ValueError(
+                f"GPTConfig.from_name: unknown model {name!r}; this architecture has the shapes {names}"
+            )
         return cls.from_dict({**GPT_CONFIGS[name], **overrides})
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #893817e7
@@ -167,21 +213,31 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         if not isinstance(config, GPTConfig):
-            raise ValueError(f"GPT: expected a GPTConfig, got {type(config).__name__}")
+            raise ValueError(
+                f"GPT: expected a GPTConfig, got {type(config).__name__}"
+            )
         self.config = c = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, c.n_embd),
-            wpe=nn.Embedding(c.block_size, c.n_embd),
-            drop=nn.Dropout(c.dropout),
-            h=nn.ModuleList(Block(c) for _ in range(c.n_layer)),
-            ln_f=LayerNorm(c.n_embd, bias=c.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(c.vocab_size, c.n_embd),
+                wpe=nn.Embedding(c.block_size, c.n_embd),
+                drop=nn.Dropout(c.dropout),
+                h=nn.ModuleList(Block(c) for _ in range(c.n_layer)),
+                ln_f=LayerNorm(c.n_embd, bias=c.bias),
+            )
+        )
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix, used twice
+        self.lm_head.weight = (
+            self.transformer.wte.weight
+        )  # tied: one matrix, used twice
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # the layers that write into the residual stream
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+            if name.endswith(
+                "c_proj.weight"
+            ):  # the layers that write into the residual stream
+                nn.init.normal_(
+                    p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer)
+                )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -198,43 +254,76 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+    def new_cache(
+        self, batch_size: int, max_len: int | None = None
+    ) -> list[KVCache]:
         """One empty :class:`KVCache` per block, for ``batch_size`` sequences of up to ``max_len`` tokens
         (default and maximum: ``block_size``)."""
         block_size = self.config.block_size
         max_len = block_size if max_len is None else max_len
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= block_size:
-            raise ValueError(f"GPT.new_cache: max_len must be an int in [1, block_size={block_size}], got {max_len!r}")
-        return [block.attn.new_cache(batch_size, max_len) for block in self.transformer.h]
+        if (
+            isinstance(max_len, bool)
+            or not isinstance(max_len, int)
+            or not 1 <= max_len <= block_size
+        ):
+            raise ValueError(
+                f"GPT.new_cache: max_len must be an int in [1, block_size={block_size}], got {max_len!r}"
+            )
+        return [
+            block.attn.new_cache(batch_size, max_len)
+            for block in self.transformer.h
+        ]
 
     def _check_idx(self, idx: Tensor, cache: Sequence[KVCache] | None) -> int:
         """Check the token ids (and the cache) and return how many positions the cache already holds."""
         c = self.config
-        if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            got = f"shape {tuple(idx.shape)} and dtype {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
-            raise ValueError(f"GPT: idx must be a 2-D tensor (batch, time) of int64 or int32 token ids, got {got}")
+        if (
+            not isinstance(idx, Tensor)
+            or idx.dim() != 2
+            or idx.dtype not in (torch.int64, torch.int32)
+        ):
+            got = (
+                f"shape {tuple(idx.shape)} and dtype {idx.dtype}"
+                if isinstance(idx, Tensor)
+                else type(idx).__name__
+            )
+            raise ValueError(
+                f"GPT: idx must be a 2-D tensor (batch, time) of int64 or int32 token ids, got {got}"
+            )
         B, T = idx.shape
         if B == 0 or T == 0:
-            raise ValueError(f"GPT: idx must hold at least one token, got shape {(B, T)}")
+            raise ValueError(
+                f"GPT: idx must hold at least one token, got shape {(B, T)}"
+            )
         past = 0
         if cache is not None:
             if len(cache) != c.n_layer:
-                raise ValueError(f"GPT: expected one KVCache per block (n_layer={c.n_layer}), got {len(cache)}")
+                raise ValueError(
+                    f"GPT: expected one KVCache per block (n_layer={c.n_layer}), got {len(cache)}"
+                )
             past = cache[0].length
         if past + T > c.block_size:
             cached = f" ({past} cached + {T} new)" if cache is not None else ""
-            raise ValueError(f"GPT: a sequence of {past + T} tokens{cached} is longer than the context "
-                             f"block_size={c.block_size}")
-        if not torch.compiler.is_compiling():  # one min/max; a compiled model is left unchecked
+            raise ValueError(
+                f"GPT: a sequence of {past + T} tokens{cached} is longer than the context "
+                f"block_size={c.block_size}"
+            )
+        if (
+            not torch.compiler.is_compiling()
+        ):  # one min/max; a compiled model is left unchecked
             lo, hi = torch.stack(torch.aminmax(idx)).tolist()
             if lo < 0 or hi >= c.vocab_size:
                 bad = lo if lo < 0 else hi
                 where = tuple((idx == bad).nonzero()[0].tolist())
-                raise ValueError(f"GPT: token id {bad} at (batch, position) {where} is outside the vocabulary "
-                                 f"[0, vocab_size={c.vocab_size})")
+                raise ValueError(
+                    f"GPT: token id {bad} at (batch, position) {where} is outside the vocabulary "
+                    f"[0, vocab_size={c.vocab_size})"
+                )
         return past
 
-    def _features(self, idx: Tensor, past: int, cache: Sequence[KVCache] | None) -> Tensor:
+    def _features(
+        self, idx: Tensor, past: int, cache: Sequence[KVCache] | None
+    ) -> Tensor:
         pos = torch.arange(past, past + idx.shape[1], device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         if self.training and self.transformer.drop.p:
@@ -243,14 +332,21 @@ class GPT(nn.Module):
             x = block(x, None if cache is None else cache[i])
         return self.transformer.ln_f(x)
 
-    def hidden_states(self, idx: Tensor, *, cache: Sequence[KVCache] | None = None) -> Tensor:
+    def hidden_states(
+        self, idx: Tensor, *, cache: Sequence[KVCache] | None = None
+    ) -> Tensor:
         """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids ``idx`` ``(B, T)``: the features
         the language-model head turns into logits, and what a classifier reads when the model is fine-tuned.
         ``cache`` works as in :meth:`forward`."""
         return self._features(idx, self._check_idx(idx, cache), cache)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None, *,
-                cache: Sequence[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        cache: Sequence[KVCache] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``, and the mean cross-entropy over all
         positions against ``targets`` ``(B, T)`` (a target of -1 is ignored), or None without targets.
 
@@ -259,14 +355,26 @@ class GPT(nn.Module):
         """
         past = self._check_idx(idx, cache)
         B, T = idx.shape
-        if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape
-                                    or targets.dtype not in (torch.int64, torch.int32)):
-            got = (f"shape {tuple(targets.shape)} and dtype {targets.dtype}" if isinstance(targets, Tensor)
-                   else type(targets).__name__)
-            raise ValueError(f"GPT: targets must be token ids (int64 or int32) of the shape of idx {(B, T)}, "
-                             f"got {got}")
+        if targets is not None and (
+            not isinstance(targets, Tensor)
+            or targets.shape != idx.shape
+            or targets.dtype not in (torch.int64, torch.int32)
+        ):
+            got = (
+                f"shape {tuple(targets.shape)} and dtype {targets.dtype}"
+                if isinstance(targets, Tensor)
+                else type(targets).__name__
+            )
+            raise ValueError(
+                f"GPT: targets must be token ids (int64 or int32) of the shape of idx {(B, T)}, "
+                f"got {got}"
+            )
         logits = self.lm_head(self._features(idx, past, cache))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T).long(), ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.view(B * T, -1),
+                targets.reshape(B * T).long(),
+                ignore_index=-1,
+            )
         return logits, loss

@@ -28,15 +28,23 @@ def encode(text: str, vocab: str) -> np.ndarray:
     """
     if not isinstance(text, str):
         raise TypeError(f"expected the text as str, got {type(text).__name__}")
-    if not isinstance(vocab, str) or not vocab or len(set(vocab)) != len(vocab):
-        raise ValueError("vocab must be a non-empty str of distinct characters")
+    if (
+        not isinstance(vocab, str)
+        or not vocab
+        or len(set(vocab)) != len(vocab)
+    ):
+        raise ValueError(
+            "vocab must be a non-empty str of distinct characters"
+        )
     unknown = set(text) - set(vocab)
     if unknown:
         raise ValueError(
             f"characters not in the vocabulary: {''.join(sorted(unknown))!r}; "
             f"the vocabulary has {len(vocab)} characters: {vocab!r}"
         )
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per character
+    points = np.frombuffer(
+        text.encode("utf-32-le"), dtype=np.uint32
+    )  # one code point per character
     lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int64)
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab))
     return lookup[points]
@@ -62,17 +70,30 @@ class _Counts:
     grams: np.ndarray  # sorted k-gram codes
     gram_counts: np.ndarray
     contexts: np.ndarray  # sorted codes of the (k - 1)-character contexts
-    context_counts: np.ndarray  # count(h): how often each context was followed by a character
+    context_counts: (
+        np.ndarray
+    )  # count(h): how often each context was followed by a character
 
 
 def _count(ids: np.ndarray, k: int, base: int) -> _Counts:
-    grams, gram_counts = np.unique(window_codes(ids, k, base), return_counts=True)
-    context = grams // base  # sorted, so the k-grams of one context are neighbours
+    grams, gram_counts = np.unique(
+        window_codes(ids, k, base), return_counts=True
+    )
+    context = (
+        grams // base
+    )  # sorted, so the k-grams of one context are neighbours
     starts = np.flatnonzero(np.r_[True, context[1:] != context[:-1]])
-    return _Counts(grams, gram_counts, context[starts], np.add.reduceat(gram_counts, starts))
+    return _Counts(
+        grams,
+        gram_counts,
+        context[starts],
+        np.add.reduceat(gram_counts, starts),
+    )
 
 
-def _lookup(keys: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _lookup(
+    keys: np.ndarray, table: np.ndarray, values: np.ndarray
+) -> np.ndarray:
     """``values[j]`` where ``table[j] == key``, else 0, for every key (`table` is sorted)."""
     pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
     return np.where(table[pos] == keys, values[pos], 0)
@@ -99,47 +120,73 @@ class NGramModel:
     counts: tuple[_Counts, ...]  # orders 1..n
 
     @classmethod
-    def fit(cls, text: str, n: int, alpha: float = 1.0, vocab: str | None = None) -> NGramModel:
+    def fit(
+        cls, text: str, n: int, alpha: float = 1.0, vocab: str | None = None
+    ) -> NGramModel:
         """Count the 1- to n-grams of `text`. `vocab` defaults to the characters of `text`."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         vocab = vocabulary(text) if vocab is None else vocab
         ids = encode(text, vocab)
         if len(ids) < n:
-            raise ValueError(f"the text has {len(ids)} characters, fewer than n = {n}")
+            raise ValueError(
+                f"the text has {len(ids)} characters, fewer than n = {n}"
+            )
         if len(vocab) ** n >= 2**63:
-            raise ValueError(f"n = {n} is too large for a vocabulary of {len(vocab)}: its n-grams do not fit in 64 bits")
+            raise ValueError(
+                f"n = {n} is too large for a vocabulary of {len(vocab)}: its n-grams do not fit in 64 bits"
+            )
         counts = tuple(_count(ids, k, len(vocab)) for k in range(1, n + 1))
         return cls(n, 0.0, vocab, counts).with_alpha(alpha)
 
     def with_alpha(self, alpha: float) -> NGramModel:
         """The same counts with smoothing strength `alpha` (nothing is recounted)."""
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not 0 <= alpha < math.inf
+        ):
+            raise ValueError(
+                f"alpha must be a finite number >= 0, got {alpha!r}"
+            )
         return replace(self, alpha=float(alpha))
 
     def with_order(self, n: int) -> NGramModel:
         """The model of order `n` <= self.n from the same counts (nothing is recounted)."""
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.n:
+        if (
+            not isinstance(n, int)
+            or isinstance(n, bool)
+            or not 1 <= n <= self.n
+        ):
             raise ValueError(f"n must be an int from 1 to {self.n}, got {n!r}")
         return replace(self, n=n, counts=self.counts[:n])
 
     def _smooth(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
         if self.alpha == 0 and (den == 0).any():
-            raise ValueError("alpha = 0 and a context was never seen in training: its probabilities are undefined; use alpha > 0")
+            raise ValueError(
+                "alpha = 0 and a context was never seen in training: its probabilities are undefined; use alpha > 0"
+            )
         return (num + self.alpha) / (den + self.alpha * len(self.vocab))
 
-    def _counts_of(self, k: int, contexts: np.ndarray, chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _counts_of(
+        self, k: int, contexts: np.ndarray, chars: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """count(h c) and count(h) for contexts h of k - 1 characters (as codes) and characters c."""
         table, V = self.counts[k - 1], len(self.vocab)
-        return _lookup(contexts * V + chars, table.grams, table.gram_counts), _lookup(contexts, table.contexts, table.context_counts)
+        return _lookup(
+            contexts * V + chars, table.grams, table.gram_counts
+        ), _lookup(contexts, table.contexts, table.context_counts)
 
     def _context(self, context: str) -> tuple[int, int]:
         """The order and code of the part of `context` the model uses: its last n - 1 characters."""
         if not isinstance(context, str):
-            raise TypeError(f"context must be a str, got {type(context).__name__}")
+            raise TypeError(
+                f"context must be a str, got {type(context).__name__}"
+            )
         ids = encode(context[max(len(context) - self.n + 1, 0) :], self.vocab)
-        return len(ids) + 1, int(window_codes(ids, len(ids), len(self.vocab))[0])
+        return len(ids) + 1, int(
+            window_codes(ids, len(ids), len(self.vocab))[0]
+        )
 
     def next_char_probs(self, context: str = "") -> np.ndarray:
         """P(c | context) for every character c of `vocab`, in vocab order (the array sums to 1).
@@ -148,9 +195,13 @@ class NGramModel:
         """
         k, code = self._context(context)
         V = len(self.vocab)
-        return self._smooth(*self._counts_of(k, np.full(V, code), np.arange(V)))
+        return self._smooth(
+            *self._counts_of(k, np.full(V, code), np.arange(V))
+        )
 
-    def prob(self, char: str, context: str = "", *, exact: bool = False) -> float | Fraction:
+    def prob(
+        self, char: str, context: str = "", *, exact: bool = False
+    ) -> float | Fraction:
         """P(char | context), from the last n - 1 characters of `context`.
 
         With ``exact=True`` the result is a `fractions.Fraction` made from the integer counts.
@@ -158,8 +209,12 @@ class NGramModel:
         if not isinstance(char, str) or len(char) != 1:
             raise ValueError(f"char must be a single character, got {char!r}")
         k, code = self._context(context)
-        num, den = self._counts_of(k, np.array([code]), encode(char, self.vocab))
-        p = self._smooth(num, den)[0]  # checks that the context was seen when alpha = 0
+        num, den = self._counts_of(
+            k, np.array([code]), encode(char, self.vocab)
+        )
+        p = self._smooth(num, den)[
+            0
+        ]  # checks that the context was seen when alpha = 0
         if exact:
             a = Fraction(self.alpha)
             return (int(num[0]) + a) / (int(den[0]) + a * len(self.vocab))
@@ -169,12 +224,25 @@ class NGramModel:
         """count(h c) and count(h) for every character c of `text` after its context h."""
         ids = encode(text, self.vocab)
         V, n = len(self.vocab), self.n
-        parts = [self._counts_of(i + 1, window_codes(ids[:i], i, V)[:1], ids[i : i + 1]) for i in range(min(n - 1, len(ids)))]
-        if len(ids) >= n:  # every later character has a full context of n - 1 characters
-            parts.append(self._counts_of(n, window_codes(ids[:-1], n - 1, V), ids[n - 1 :]))
+        parts = [
+            self._counts_of(
+                i + 1, window_codes(ids[:i], i, V)[:1], ids[i : i + 1]
+            )
+            for i in range(min(n - 1, len(ids)))
+        ]
+        if (
+            len(ids) >= n
+        ):  # every later character has a full context of n - 1 characters
+            parts.append(
+                self._counts_of(
+                    n, window_codes(ids[:-1], n - 1, V), ids[n - 1 :]
+                )
+            )
         if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return np.concatenate([p[0] for p in parts]), np.concatenate(
+            [p[1] for p in parts]
+        )
 
     def char_probs(self, text: str) -> np.ndarray:
         """P(c_i | c_<i) for every character c_i of `text`: the factors of the chain rule."""
@@ -199,18 +267,36 @@ class NGramModel:
         """exp(cross_entropy(text)): P(text) ** (-1 / len(text))."""
         return math.exp(self.cross_entropy(text))
 
-    def sample(self, length: int, *, prompt: str = "", generator: np.random.Generator | int | None = None) -> str:
+    def sample(
+        self,
+        length: int,
+        *,
+        prompt: str = "",
+        generator: np.random.Generator | int | None = None,
+    ) -> str:
         """`prompt` followed by `length` new characters, each drawn from `next_char_probs` of the text so far.
 
         `generator` is a NumPy random generator or an int seed (None: unseeded, different every call).
         """
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        if (
+            not isinstance(length, int)
+            or isinstance(length, bool)
+            or length < 0
+        ):
             raise ValueError(f"length must be an int >= 0, got {length!r}")
-        rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
+        rng = (
+            generator
+            if isinstance(generator, np.random.Generator)
+            else np.random.default_rng(generator)
+        )
         out = prompt
-        encode(out, self.vocab)  # a prompt with unknown characters fails here, not halfway
+        encode(
+            out, self.vocab
+        )  # a prompt with unknown characters fails here, not halfway
         for _ in range(length):
-            out += self.vocab[rng.choice(len(self.vocab), p=self.next_char_probs(out))]
+            out += self.vocab[
+                rng.choice(len(self.vocab), p=self.next_char_probs(out))
+            ]
         return out
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #d6eaa394
@@ -233,10 +319,14 @@ def tune(
     if not orders or not alphas:
         raise ValueError("tune needs at least one order and one alpha")
     if not all(a > 0 for a in alphas):
-        raise ValueError(f"every alpha must be > 0 (a text unseen in training would be impossible), got {alphas}")
+        raise ValueError(
+            f"every alpha must be > 0 (a text unseen in training would be impossible), got {alphas}"
+        )
     if not isinstance(val_text, str) or not val_text:
         raise ValueError("val_text must be a non-empty str")
-    full = NGramModel.fit(train_text, max(orders), alpha=alphas[0], vocab=vocab)
+    full = NGramModel.fit(
+        train_text, max(orders), alpha=alphas[0], vocab=vocab
+    )
     V = len(full.vocab)
     table = {}
     for n in orders:

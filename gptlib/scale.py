@@ -16,17 +16,55 @@ import torch
 __all__ = ['GPT_CONFIGS', 'ParamCount', 'param_count', 'training_flops', 'measure_matmul_flops']
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #5e713f54
-GPT_CONFIGS: Mapping[str, Mapping[str, int]] = types.MappingProxyType({
-    name: types.MappingProxyType(config)
-    for name, config in {
-        "gpt1": dict(vocab_size=40478, block_size=512, n_layer=12, n_embd=768, n_head=12),
-        "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_embd=768, n_head=12),
-        "gpt2-medium": dict(vocab_size=50257, block_size=1024, n_layer=24, n_embd=1024, n_head=16),
-        "gpt2-large": dict(vocab_size=50257, block_size=1024, n_layer=36, n_embd=1280, n_head=20),
-        "gpt2-xl": dict(vocab_size=50257, block_size=1024, n_layer=48, n_embd=1600, n_head=25),
-        "gpt3": dict(vocab_size=50257, block_size=2048, n_layer=96, n_embd=12288, n_head=96),
-    }.items()
-})
+GPT_CONFIGS: Mapping[str, Mapping[str, int]] = types.MappingProxyType(
+    {
+        name: types.MappingProxyType(config)
+        for name, config in {
+            "gpt1": dict(
+                vocab_size=40478,
+                block_size=512,
+                n_layer=12,
+                n_embd=768,
+                n_head=12,
+            ),
+            "gpt2": dict(
+                vocab_size=50257,
+                block_size=1024,
+                n_layer=12,
+                n_embd=768,
+                n_head=12,
+            ),
+            "gpt2-medium": dict(
+                vocab_size=50257,
+                block_size=1024,
+                n_layer=24,
+                n_embd=1024,
+                n_head=16,
+            ),
+            "gpt2-large": dict(
+                vocab_size=50257,
+                block_size=1024,
+                n_layer=36,
+                n_embd=1280,
+                n_head=20,
+            ),
+            "gpt2-xl": dict(
+                vocab_size=50257,
+                block_size=1024,
+                n_layer=48,
+                n_embd=1600,
+                n_head=25,
+            ),
+            "gpt3": dict(
+                vocab_size=50257,
+                block_size=2048,
+                n_layer=96,
+                n_embd=12288,
+                n_head=96,
+            ),
+        }.items()
+    }
+)
 """Published shapes of GPT-1, the four released GPT-2 models and GPT-3 175B (read-only)."""
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #d7b273b2
@@ -58,21 +96,37 @@ class ParamCount:
 
     def shares(self) -> dict[str, float]:
         """The fraction of `total` in each part: embeddings, attention, mlp, layer_norms, lm_head."""
-        parts = {"embeddings": self.embeddings, "attention": self.attention, "mlp": self.mlp,
-                 "layer_norms": self.layer_norms, "lm_head": self.lm_head}
+        parts = {
+            "embeddings": self.embeddings,
+            "attention": self.attention,
+            "mlp": self.mlp,
+            "layer_norms": self.layer_norms,
+            "lm_head": self.lm_head,
+        }
         return {k: v / self.total for k, v in parts.items()}
 
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+        raise TypeError(
+            f"{name} must be an int, got {type(value).__name__} ({value!r})"
+        )
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
 
 
-def param_count(*, vocab_size: int, block_size: int, n_layer: int, n_embd: int, n_head: int | None = None,
-                bias: bool = True, tied: bool = True, mlp_ratio: int = 4) -> ParamCount:
+def param_count(
+    *,
+    vocab_size: int,
+    block_size: int,
+    n_layer: int,
+    n_embd: int,
+    n_head: int | None = None,
+    bias: bool = True,
+    tied: bool = True,
+    mlp_ratio: int = 4,
+) -> ParamCount:
     """Count the parameters of a GPT-2-style model from its configuration.
 
     The layout is GPT-2's: token and learned position embeddings; per block a LayerNorm, attention
@@ -87,7 +141,9 @@ def param_count(*, vocab_size: int, block_size: int, n_layer: int, n_embd: int, 
     d = _positive_int("n_embd", n_embd)
     r = _positive_int("mlp_ratio", mlp_ratio)
     if n_head is not None and d % _positive_int("n_head", n_head):
-        raise ValueError(f"n_embd ({d}) must be divisible by n_head ({n_head}): each head gets n_embd // n_head dims")
+        raise ValueError(
+            f"n_embd ({d}) must be divisible by n_head ({n_head}): each head gets n_embd // n_head dims"
+        )
     for name, flag in (("bias", bias), ("tied", tied)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -95,15 +151,25 @@ def param_count(*, vocab_size: int, block_size: int, n_layer: int, n_embd: int, 
     attention = L * (d * 3 * d + b * 3 * d + d * d + b * d)
     mlp = L * (d * r * d + b * r * d + r * d * d + b * d)
     layer_norms = (2 * L + 1) * (d + b * d)
-    return ParamCount(token_embedding=V * d, position_embedding=T * d, attention=attention, mlp=mlp,
-                      layer_norms=layer_norms, lm_head=0 if tied else V * d)
+    return ParamCount(
+        token_embedding=V * d,
+        position_embedding=T * d,
+        attention=attention,
+        mlp=mlp,
+        layer_norms=layer_norms,
+        lm_head=0 if tied else V * d,
+    )
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #61dacfff
 def _positive_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+        raise TypeError(
+            f"{name} must be a number, got {type(value).__name__} ({value!r})"
+        )
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
+        raise ValueError(
+            f"{name} must be a positive finite number, got {value}"
+        )
     return float(value)
 
 
@@ -114,11 +180,19 @@ def training_flops(n_params: float, n_tokens: float) -> float:
     pass (gradients with respect to the inputs and to the weights). Attention's own arithmetic,
     which grows with the context length, is left out (a few percent for GPT-3).
     """
-    return 6.0 * _positive_number("n_params", n_params) * _positive_number("n_tokens", n_tokens)
+    return (
+        6.0
+        * _positive_number("n_params", n_params)
+        * _positive_number("n_tokens", n_tokens)
+    )
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #76e6e994
-def measure_matmul_flops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32,
-                         device: str | torch.device = "cpu") -> float:
+def measure_matmul_flops(
+    n: int = 1024,
+    repeats: int = 5,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> float:
     """This machine's speed at multiplying two ``n x n`` matrices, in FLOP/s (``2 n^3`` per product).
 
     Runs one untimed product to warm up, then `repeats` timed ones, and returns ``2 n^3`` divided by
@@ -127,7 +201,9 @@ def measure_matmul_flops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = t
     _positive_int("n", n)
     _positive_int("repeats", repeats)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+        raise TypeError(
+            f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}"
+        )
     dev = torch.device(device)
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=dev, dtype=dtype)

@@ -24,7 +24,9 @@ __all__ = ['GPT2_PATTERN', 'ENDOFTEXT', 'CharTokenizer', 'pair_counts', 'merge_p
 def _as_id_list(ids: Any) -> list[int]:
     """`ids` as a list of Python ints (accepts lists, tuples, NumPy arrays and PyTorch tensors)."""
     if isinstance(ids, (str, bytes)):
-        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
+        raise TypeError(
+            f"ids must be a sequence of ints, got {type(ids).__name__}"
+        )
     if hasattr(ids, "tolist"):  # NumPy arrays and PyTorch tensors
         ids = ids.tolist()
         if isinstance(ids, int):
@@ -32,19 +34,27 @@ def _as_id_list(ids: Any) -> list[int]:
     try:
         return [operator.index(i) for i in ids]
     except TypeError:
-        raise TypeError(f"ids must be a sequence of ints, got {ids!r:.80}") from None
+        raise TypeError(
+            f"ids must be a sequence of ints, got {ids!r:.80}"
+        ) from None
 
 
 def _check_ids(ids: list[int], vocab_size: int) -> None:
     if ids and (min(ids) < 0 or max(ids) >= vocab_size):
         bad = next(i for i in ids if not 0 <= i < vocab_size)
-        raise ValueError(f"token id {bad} is out of range: the ids of this tokenizer are 0..{vocab_size - 1}")
+        raise ValueError(
+            f"token id {bad} is out of range: the ids of this tokenizer are 0..{vocab_size - 1}"
+        )
 
 
 def _write_json_atomic(path: str | os.PathLike, data: dict) -> None:
     """Write `data` as JSON to `path` through a temporary file, so a crash never leaves half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent if str(path.parent) else ".",
+        prefix=path.name,
+        suffix=".tmp",
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=False)
@@ -62,12 +72,22 @@ def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a tokenizer file: not valid JSON (truncated or damaged?): {e}") from None
+        raise ValueError(
+            f"{path} is not a tokenizer file: not valid JSON (truncated or damaged?): {e}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} is not a {fmt} file (its format is {found!r})")
+        found = (
+            data.get("format")
+            if isinstance(data, dict)
+            else type(data).__name__
+        )
+        raise ValueError(
+            f"{path} is not a {fmt} file (its format is {found!r})"
+        )
     if data.get("version") != version:
-        raise ValueError(f"{path} has {fmt} format version {data.get('version')!r}; this gptlib reads version {version}")
+        raise ValueError(
+            f"{path} has {fmt} format version {data.get('version')!r}; this gptlib reads version {version}"
+        )
     return data
 
 
@@ -89,10 +109,14 @@ class CharTokenizer:
             raise ValueError("a CharTokenizer needs at least one character")
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
-                raise TypeError(f"the alphabet must consist of single characters (str of length 1), got {c!r}")
+                raise TypeError(
+                    f"the alphabet must consist of single characters (str of length 1), got {c!r}"
+                )
         if len(set(chars)) != len(chars):
             dup = next(c for c in chars if chars.count(c) > 1)
-            raise ValueError(f"the character {dup!r} appears twice in the alphabet")
+            raise ValueError(
+                f"the character {dup!r} appears twice in the alphabet"
+            )
         self.chars: tuple[str, ...] = tuple(chars)
         self._ids = {c: i for i, c in enumerate(self.chars)}
 
@@ -135,7 +159,14 @@ class CharTokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer to a JSON file."""
-        _write_json_atomic(path, {"format": self.FORMAT, "version": self.VERSION, "chars": "".join(self.chars)})
+        _write_json_atomic(
+            path,
+            {
+                "format": self.FORMAT,
+                "version": self.VERSION,
+                "chars": "".join(self.chars),
+            },
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
@@ -161,7 +192,9 @@ def pair_counts(chunks: Iterable[Sequence[int]]) -> dict[tuple[int, int], int]:
     return counts
 
 
-def merge_pair(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
+def merge_pair(
+    ids: Sequence[int], pair: tuple[int, int], new_id: int
+) -> list[int]:
     """`ids` with each occurrence of `pair`, scanned left to right, replaced by `new_id`."""
     a, b = pair
     out: list[int] = []
@@ -190,7 +223,9 @@ def token_bytes(merges: Iterable[tuple[int, int]]) -> list[bytes]:
     return vocab
 
 
-def train_plain(text: str, vocab_size: int, pattern: str = GPT2_PATTERN) -> list[tuple[int, int]]:
+def train_plain(
+    text: str, vocab_size: int, pattern: str = GPT2_PATTERN
+) -> list[tuple[int, int]]:
     """Train byte-level BPE the plain way; returns the merges, in order (merge k makes token 256 + k).
 
     The teaching reference: it recounts every pair of every chunk for every merge, like minbpe, so it
@@ -200,8 +235,12 @@ def train_plain(text: str, vocab_size: int, pattern: str = GPT2_PATTERN) -> list
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not isinstance(vocab_size, int) or vocab_size < 256:
-        raise ValueError(f"vocab_size must be an int >= 256 (the 256 bytes), got {vocab_size!r}")
-    chunks = [list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)]
+        raise ValueError(
+            f"vocab_size must be an int >= 256 (the 256 bytes), got {vocab_size!r}"
+        )
+    chunks = [
+        list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)
+    ]
     vocab = token_bytes([])
     known = set(vocab)
     merges: list[tuple[int, int]] = []
@@ -210,7 +249,9 @@ def train_plain(text: str, vocab_size: int, pattern: str = GPT2_PATTERN) -> list
         # the most frequent pair, ties to the smallest ids, among pairs whose bytes are not a token yet
         allowed = (p for p in counts if vocab[p[0]] + vocab[p[1]] not in known)
         best = min(allowed, key=lambda p: (-counts[p], p), default=None)
-        if best is None:  # every chunk is a single token: nothing left to merge
+        if (
+            best is None
+        ):  # every chunk is a single token: nothing left to merge
             break
         new_id = 256 + len(merges)
         chunks = [merge_pair(ids, best, new_id) for ids in chunks]
@@ -220,7 +261,9 @@ def train_plain(text: str, vocab_size: int, pattern: str = GPT2_PATTERN) -> list
     return merges
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #c34779e1
-def encode_plain(text: str, merges: Sequence[tuple[int, int]], pattern: str = GPT2_PATTERN) -> list[int]:
+def encode_plain(
+    text: str, merges: Sequence[tuple[int, int]], pattern: str = GPT2_PATTERN
+) -> list[int]:
     """Encode `text` (no special tokens) with the merges from `train_plain`, the plain way.
 
     The teaching reference: in each chunk, repeatedly merge the neighbouring pair whose joined bytes
@@ -233,7 +276,10 @@ def encode_plain(text: str, merges: Sequence[tuple[int, int]], pattern: str = GP
     for chunk in regex.findall(pattern, text):
         ids = list(chunk.encode("utf-8"))
         while len(ids) >= 2:
-            joined = {pair: rank.get(vocab[pair[0]] + vocab[pair[1]]) for pair in zip(ids, ids[1:])}
+            joined = {
+                pair: rank.get(vocab[pair[0]] + vocab[pair[1]])
+                for pair in zip(ids, ids[1:])
+            }
             candidates = [pair for pair in joined if joined[pair] is not None]
             if not candidates:
                 break
@@ -243,7 +289,9 @@ def encode_plain(text: str, merges: Sequence[tuple[int, int]], pattern: str = GP
     return out
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #8bc77b00
-def _train_merges(chunk_counts: dict[str, int], n_merges: int, show_progress: bool = False) -> list[tuple[int, int]]:
+def _train_merges(
+    chunk_counts: dict[str, int], n_merges: int, show_progress: bool = False
+) -> list[tuple[int, int]]:
     """Learn up to `n_merges` merges from distinct chunks and their counts (see `BPETokenizer.train`)."""
     words: list[list[int]] = []  # each distinct chunk as a list of token ids
     weights: list[int] = []  # how often it occurs
@@ -253,18 +301,26 @@ def _train_merges(chunk_counts: dict[str, int], n_merges: int, show_progress: bo
             words.append(ids)
             weights.append(n)
     counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> chunks that (may) contain it
+    where: dict[tuple[int, int], set[int]] = defaultdict(
+        set
+    )  # pair -> chunks that (may) contain it
     for w, (ids, n) in enumerate(zip(words, weights)):
         for pair in zip(ids, ids[1:]):
             counts[pair] += n
             where[pair].add(w)
-    heap = [(-c, a, b) for (a, b), c in counts.items()]  # highest count first, ties to the smallest ids
+    heap = [
+        (-c, a, b) for (a, b), c in counts.items()
+    ]  # highest count first, ties to the smallest ids
     heapq.heapify(heap)
     vocab = token_bytes([])
     known = set(vocab)
-    skipped: set[tuple[int, int]] = set()  # pairs whose bytes are already a token
+    skipped: set[tuple[int, int]] = (
+        set()
+    )  # pairs whose bytes are already a token
     merges: list[tuple[int, int]] = []
-    bar = progress(total=n_merges, desc="BPE merges", disable=not show_progress)
+    bar = progress(
+        total=n_merges, desc="BPE merges", disable=not show_progress
+    )
     while len(merges) < n_merges and heap:
         neg_count, a, b = heapq.heappop(heap)
         pair = (a, b)
@@ -291,7 +347,9 @@ def _train_merges(chunk_counts: dict[str, int], n_merges: int, show_progress: bo
                         delta[(left, a)] -= n
                         delta[(left, new)] += n
                         where[(left, new)].add(w)
-                    if i + 2 < length:  # the pair on the right: (b, R) becomes (new, R)
+                    if (
+                        i + 2 < length
+                    ):  # the pair on the right: (b, R) becomes (new, R)
                         right = ids[i + 2]
                         delta[(b, right)] -= n
                         delta[(new, right)] += n
@@ -321,7 +379,7 @@ def _bpe_chunk(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     rank = ranks.get(piece)
     if rank is not None:  # the whole chunk is a token
         return [rank]
-    parts = [piece[i:i + 1] for i in range(len(piece))]
+    parts = [piece[i : i + 1] for i in range(len(piece))]
     while len(parts) > 1:
         best, best_i = None, -1
         for i in range(len(parts) - 1):
@@ -330,13 +388,15 @@ def _bpe_chunk(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
                 best, best_i = rank, i
         if best is None:
             break
-        parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+        parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
     return [ranks[p] for p in parts]
 
 
 def _check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
     if isinstance(special_tokens, str):
-        raise TypeError(f"special_tokens must be a list of strings, not one string: use ({special_tokens!r},)")
+        raise TypeError(
+            f"special_tokens must be a list of strings, not one string: use ({special_tokens!r},)"
+        )
     tokens = list(special_tokens)
     for t in tokens:
         if not isinstance(t, str):
@@ -351,11 +411,15 @@ def _check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
 
 def _compile_pattern(pattern: str) -> regex.Pattern:
     if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be a regular expression as a str, got {type(pattern).__name__}")
+        raise TypeError(
+            f"pattern must be a regular expression as a str, got {type(pattern).__name__}"
+        )
     try:
         return regex.compile(pattern)
     except regex.error as e:
-        raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {e}") from None
+        raise ValueError(
+            f"pattern {pattern!r} is not a valid regular expression: {e}"
+        ) from None
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #a5a1df77
 class BPETokenizer:
@@ -381,27 +445,43 @@ class BPETokenizer:
             raise TypeError("merges must be a list of pairs of ids")
         self.merges: list[tuple[int, int]] = []
         vocab = token_bytes([])
-        self._ranks = {tok: i for i, tok in enumerate(vocab)}  # token bytes -> id; all 256 bytes, always
+        self._ranks = {
+            tok: i for i, tok in enumerate(vocab)
+        }  # token bytes -> id; all 256 bytes, always
         for k, m in enumerate(merges):
-            if isinstance(m, (str, bytes)) or not isinstance(m, Sequence) or len(m) != 2:
+            if (
+                isinstance(m, (str, bytes))
+                or not isinstance(m, Sequence)
+                or len(m) != 2
+            ):
                 raise TypeError(f"merge {k} must be a pair of ids, got {m!r}")
             a, b = m
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
+            if not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in (a, b)
+            ):
                 raise TypeError(f"merge {k} must be a pair of ints, got {m!r}")
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
-                raise ValueError(f"merge {k} = {m!r} uses an id that does not exist yet (ids so far: 0..{255 + k})")
+                raise ValueError(
+                    f"merge {k} = {m!r} uses an id that does not exist yet (ids so far: 0..{255 + k})"
+                )
             joined = vocab[a] + vocab[b]
             if joined in self._ranks:
-                raise ValueError(f"merge {k} = {m!r} makes {joined!r}, which is already token {self._ranks[joined]}; "
-                                 "two tokens cannot have the same bytes")
+                raise ValueError(
+                    f"merge {k} = {m!r} makes {joined!r}, which is already token {self._ranks[joined]}; "
+                    "two tokens cannot have the same bytes"
+                )
             self._ranks[joined] = len(vocab)
             vocab.append(joined)
             self.merges.append((a, b))
         specials = _check_special_tokens(special_tokens)
         for s in specials:
             if s.encode("utf-8") in self._ranks:
-                raise ValueError(f"special token {s!r} has the same bytes as token {self._ranks[s.encode('utf-8')]}")
-        self.special_tokens: dict[str, int] = {s: len(vocab) + i for i, s in enumerate(specials)}
+                raise ValueError(
+                    f"special token {s!r} has the same bytes as token {self._ranks[s.encode('utf-8')]}"
+                )
+        self.special_tokens: dict[str, int] = {
+            s: len(vocab) + i for i, s in enumerate(specials)
+        }
         self._bytes = vocab + [s.encode("utf-8") for s in specials]
         self._special_re: dict[frozenset[str], regex.Pattern] = {}
         self._cache: dict[str, list[int]] = {}
@@ -428,7 +508,9 @@ class BPETokenizer:
         if not text:
             raise ValueError("cannot train a tokenizer on an empty text")
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+            raise TypeError(
+                f"vocab_size must be an int, got {type(vocab_size).__name__}"
+            )
         specials = _check_special_tokens(special_tokens)
         if vocab_size < 256 + len(specials):
             raise ValueError(
@@ -437,8 +519,12 @@ class BPETokenizer:
             )
         chunks = Counter(_compile_pattern(pattern).findall(text))
         if sum(len(c) * n for c, n in chunks.items()) != len(text):
-            raise ValueError("pattern must match every character of the text (the chunks must join up to the text)")
-        merges = _train_merges(chunks, vocab_size - 256 - len(specials), show_progress)
+            raise ValueError(
+                "pattern must match every character of the text (the chunks must join up to the text)"
+            )
+        merges = _train_merges(
+            chunks, vocab_size - 256 - len(specials), show_progress
+        )
         return cls(merges, specials, pattern)
 
     @property
@@ -447,9 +533,13 @@ class BPETokenizer:
         return len(self._bytes)
 
     def _special_regex(self, tokens: frozenset[str]) -> regex.Pattern:
-        if tokens not in self._special_re:  # longest first, so a special token that contains another wins
+        if (
+            tokens not in self._special_re
+        ):  # longest first, so a special token that contains another wins
             alternatives = sorted(tokens, key=lambda s: (-len(s), s))
-            self._special_re[tokens] = regex.compile("|".join(regex.escape(s) for s in alternatives))
+            self._special_re[tokens] = regex.compile(
+                "|".join(regex.escape(s) for s in alternatives)
+            )
         return self._special_re[tokens]
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -462,8 +552,14 @@ class BPETokenizer:
             if ids is None:
                 try:
                     ids = _bpe_chunk(chunk.encode("utf-8"), ranks)
-                except UnicodeEncodeError:  # lone surrogates: replaced by U+FFFD, as tiktoken does
-                    return self.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+                except (
+                    UnicodeEncodeError
+                ):  # lone surrogates: replaced by U+FFFD, as tiktoken does
+                    return self.encode_ordinary(
+                        text.encode("utf-16", "surrogatepass").decode(
+                            "utf-16", "replace"
+                        )
+                    )
                 if len(cache) >= self._CACHE_LIMIT:
                     cache.clear()
                 cache[chunk] = ids
@@ -503,22 +599,28 @@ class BPETokenizer:
         out: list[int] = []
         start = 0
         for match in self._special_regex(allowed).finditer(text):
-            out += self.encode_ordinary(text[start:match.start()])
+            out += self.encode_ordinary(text[start : match.start()])
             out.append(self.special_tokens[match.group()])
             start = match.end()
         out += self.encode_ordinary(text[start:])
         return out
 
-    def _names(self, tokens: Literal["all"] | Collection[str], what: str) -> frozenset[str]:
+    def _names(
+        self, tokens: Literal["all"] | Collection[str], what: str
+    ) -> frozenset[str]:
         if tokens == "all":
             return frozenset(self.special_tokens)
         if isinstance(tokens, str):
-            raise TypeError(f"{what} must be 'all' or a set of special tokens, got the string {tokens!r}")
+            raise TypeError(
+                f"{what} must be 'all' or a set of special tokens, got the string {tokens!r}"
+            )
         names = frozenset(tokens)
         unknown = sorted(n for n in names if n not in self.special_tokens)
         if unknown:
-            raise ValueError(f"{what} names {unknown}, which are not special tokens of this tokenizer "
-                             f"(its special tokens: {sorted(self.special_tokens)})")
+            raise ValueError(
+                f"{what} names {unknown}, which are not special tokens of this tokenizer "
+                f"(its special tokens: {sorted(self.special_tokens)})"
+            )
         return names
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -546,28 +648,45 @@ class BPETokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer to a JSON file (format name, version, pattern, merges, special tokens)."""
-        _write_json_atomic(path, {
-            "format": self.FORMAT, "version": self.VERSION, "vocab_size": self.vocab_size,
-            "pattern": self.pattern, "merges": [list(m) for m in self.merges],
-            "special_tokens": list(self.special_tokens),
-        })
+        _write_json_atomic(
+            path,
+            {
+                "format": self.FORMAT,
+                "version": self.VERSION,
+                "vocab_size": self.vocab_size,
+                "pattern": self.pattern,
+                "merges": [list(m) for m in self.merges],
+                "special_tokens": list(self.special_tokens),
+            },
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
         """Read a tokenizer written by `save`; a missing, damaged or foreign file raises a clear error."""
         data = _read_json(path, cls.FORMAT, cls.VERSION)
-        types = {"vocab_size": int, "pattern": str, "merges": list, "special_tokens": list}
+        types = {
+            "vocab_size": int,
+            "pattern": str,
+            "merges": list,
+            "special_tokens": list,
+        }
         for key, typ in types.items():
             if not isinstance(data.get(key), typ):
-                raise ValueError(f"{path}: {key!r} is missing or not a {typ.__name__}")
+                raise ValueError(
+                    f"{path}: {key!r} is missing or not a {typ.__name__}"
+                )
         try:
             tok = cls(data["merges"], data["special_tokens"], data["pattern"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from None
         if tok.vocab_size != data["vocab_size"]:
-            raise ValueError(f"{path}: the file says vocab_size {data['vocab_size']}, its contents make {tok.vocab_size}")
+            raise ValueError(
+                f"{path}: the file says vocab_size {data['vocab_size']}, its contents make {tok.vocab_size}"
+            )
         return tok
 
     def __repr__(self) -> str:
-        return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
-                f"special_tokens={list(self.special_tokens)})")
+        return (
+            f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+            f"special_tokens={list(self.special_tokens)})"
+        )

@@ -36,9 +36,13 @@ __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RECIPES', 'as_token_tenso
            'pretrained', 'pretrained_path']
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #703c7193
-def _check_int(name: str, value: Any, low: int, where: str = "TrainConfig") -> None:
+def _check_int(
+    name: str, value: Any, low: int, where: str = "TrainConfig"
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
+        raise ValueError(
+            f"{where}: {name} must be an int >= {low}, got {value!r}"
+        )
 
 
 def as_token_tensor(ids: Any, name: str = "ids") -> Tensor:
@@ -47,15 +51,30 @@ def as_token_tensor(ids: Any, name: str = "ids") -> Tensor:
         try:
             ids = torch.as_tensor(ids)
         except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{name} must be a sequence of token ids: {e}") from None
-    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must be a 1-D sequence of integer token ids, got shape {tuple(ids.shape)} "
-                         f"and dtype {ids.dtype}")
+            raise ValueError(
+                f"{name} must be a sequence of token ids: {e}"
+            ) from None
+    if (
+        ids.dim() != 1
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"{name} must be a 1-D sequence of integer token ids, got shape {tuple(ids.shape)} "
+            f"and dtype {ids.dtype}"
+        )
     return ids.long()
 
 
-def get_batch(ids: Tensor, block_size: int, batch_size: int, generator: torch.Generator | None = None,
-              *, context: int | None = None) -> tuple[Tensor, Tensor]:
+def get_batch(
+    ids: Tensor,
+    block_size: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    *,
+    context: int | None = None,
+) -> tuple[Tensor, Tensor]:
     """``batch_size`` random windows of ``block_size`` tokens from the 1-D tensor ``ids``, and the targets:
     the same windows shifted one token to the right. Returns ``(x, y)``, both ``(batch_size, block_size)``.
 
@@ -65,15 +84,23 @@ def get_batch(ids: Tensor, block_size: int, batch_size: int, generator: torch.Ge
     _check_int("block_size", block_size, 1, "get_batch")
     _check_int("batch_size", batch_size, 1, "get_batch")
     if context is not None and block_size > context:
-        raise ValueError(f"get_batch: training windows of block_size={block_size} tokens are longer than the "
-                         f"model's context block_size={context}; use block_size <= {context}")
+        raise ValueError(
+            f"get_batch: training windows of block_size={block_size} tokens are longer than the "
+            f"model's context block_size={context}; use block_size <= {context}"
+        )
     if ids.dim() != 1:
-        raise ValueError(f"get_batch: ids must be 1-D, got shape {tuple(ids.shape)}")
+        raise ValueError(
+            f"get_batch: ids must be 1-D, got shape {tuple(ids.shape)}"
+        )
     n = ids.numel()
     if n < block_size + 1:
-        raise ValueError(f"get_batch: {n} tokens are too few for a window of block_size={block_size} and its "
-                         f"shifted target; need at least {block_size + 1}")
-    starts = torch.randint(n - block_size, (batch_size, 1), generator=generator)
+        raise ValueError(
+            f"get_batch: {n} tokens are too few for a window of block_size={block_size} and its "
+            f"shifted target; need at least {block_size + 1}"
+        )
+    starts = torch.randint(
+        n - block_size, (batch_size, 1), generator=generator
+    )
     windows = ids[starts + torch.arange(block_size + 1)]
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
@@ -118,8 +145,10 @@ class TrainConfig:
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, 0)
             if self.lr_decay_iters < self.warmup_iters:
-                raise ValueError(f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must be >= "
-                                 f"warmup_iters={self.warmup_iters} (the decay starts after the warm-up)")
+                raise ValueError(
+                    f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must be >= "
+                    f"warmup_iters={self.warmup_iters} (the decay starts after the warm-up)"
+                )
         _check_int("eval_interval", self.eval_interval, 1)
         _check_int("eval_iters", self.eval_iters, 1)
         _check_int("seed", self.seed, 0)
@@ -127,32 +156,68 @@ class TrainConfig:
             _check_int("checkpoint_interval", self.checkpoint_interval, 1)
         for name in ("learning_rate", "min_lr", "weight_decay"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"TrainConfig: {name} must be a finite number >= 0, got {v!r}")
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v < 0
+            ):
+                raise ValueError(
+                    f"TrainConfig: {name} must be a finite number >= 0, got {v!r}"
+                )
             object.__setattr__(self, name, float(v))
         if self.min_lr > self.learning_rate:
-            raise ValueError(f"TrainConfig: min_lr={self.min_lr} is above learning_rate={self.learning_rate}")
+            raise ValueError(
+                f"TrainConfig: min_lr={self.min_lr} is above learning_rate={self.learning_rate}"
+            )
         b = self.betas
-        if (not isinstance(b, (tuple, list)) or len(b) != 2
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in b)):
-            raise ValueError(f"TrainConfig: betas must be two numbers in [0, 1), got {b!r}")
+        if (
+            not isinstance(b, (tuple, list))
+            or len(b) != 2
+            or not all(
+                isinstance(x, (int, float))
+                and not isinstance(x, bool)
+                and 0 <= x < 1
+                for x in b
+            )
+        ):
+            raise ValueError(
+                f"TrainConfig: betas must be two numbers in [0, 1), got {b!r}"
+            )
         object.__setattr__(self, "betas", (float(b[0]), float(b[1])))
         g = self.grad_clip
-        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0 or not math.isfinite(g)):
-            raise ValueError(f"TrainConfig: grad_clip must be a positive number or None, got {g!r}")
+        if g is not None and (
+            isinstance(g, bool)
+            or not isinstance(g, (int, float))
+            or not g > 0
+            or not math.isfinite(g)
+        ):
+            raise ValueError(
+                f"TrainConfig: grad_clip must be a positive number or None, got {g!r}"
+            )
         if g is not None:
             object.__setattr__(self, "grad_clip", float(g))
         if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"TrainConfig: dtype must be 'float32' or 'bfloat16' (autocast), got {self.dtype!r}")
+            raise ValueError(
+                f"TrainConfig: dtype must be 'float32' or 'bfloat16' (autocast), got {self.dtype!r}"
+            )
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-                raise ValueError(f"TrainConfig: checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
-            object.__setattr__(self, "checkpoint_dir", os.fspath(self.checkpoint_dir))
+                raise ValueError(
+                    f"TrainConfig: checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}"
+                )
+            object.__setattr__(
+                self, "checkpoint_dir", os.fspath(self.checkpoint_dir)
+            )
 
     @property
     def decay_iters(self) -> int:
         """The step at which the cosine reaches ``min_lr``."""
-        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+        return (
+            self.max_iters
+            if self.lr_decay_iters is None
+            else self.lr_decay_iters
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-able dict."""
@@ -164,11 +229,15 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """The configuration from a dict such as :meth:`to_dict` writes; unknown keys raise ValueError."""
         if not isinstance(d, Mapping):
-            raise ValueError(f"TrainConfig.from_dict: expected a mapping, got {type(d).__name__}")
+            raise ValueError(
+                f"TrainConfig.from_dict: expected a mapping, got {type(d).__name__}"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
-            raise ValueError(f"TrainConfig.from_dict: unknown keys {unknown}; the fields are {known}")
+            raise ValueError(
+                f"TrainConfig.from_dict: unknown keys {unknown}; the fields are {known}"
+            )
         d = dict(d)
         if "betas" in d and isinstance(d["betas"], list):
             d["betas"] = tuple(d["betas"])
@@ -183,12 +252,20 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     if step >= c.decay_iters:
         return c.min_lr
     ratio = (step - c.warmup_iters) / (c.decay_iters - c.warmup_iters)
-    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (
+        c.learning_rate - c.min_lr
+    )
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #77903947
-def configure_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
-                        betas: tuple[float, float] = (0.9, 0.95), *, fused: bool | None = None,
-                        flat: bool = False) -> torch.optim.AdamW:
+def configure_optimizer(
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    *,
+    fused: bool | None = None,
+    flat: bool = False,
+) -> torch.optim.AdamW:
     """AdamW with two parameter groups: weight decay on the matrices (every parameter with 2 or more
     dimensions: linear layers and embeddings), none on biases and LayerNorm gains. A tied parameter
     appears once.
@@ -197,12 +274,20 @@ def configure_optimizer(model: nn.Module, learning_rate: float, weight_decay: fl
     passes per tensor; the default uses it when every parameter is a floating-point tensor on a CPU or
     CUDA device. It is the same algorithm; results differ from the unfused one only by float rounding.
     ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into one buffer per group."""
-    params = dict(model.named_parameters())  # named_parameters lists a shared tensor once
+    params = dict(
+        model.named_parameters()
+    )  # named_parameters lists a shared tensor once
     decay = [p for p in params.values() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params.values() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if fused is None:
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+        fused = all(
+            p.device.type in ("cpu", "cuda") and p.is_floating_point()
+            for p in decay + no_decay
+        )
     optimizer_class = FlatAdamW if flat else torch.optim.AdamW
     return optimizer_class(groups, lr=learning_rate, betas=betas, fused=fused)
 
@@ -216,9 +301,9 @@ def _flatten_group(members: list[nn.Parameter]) -> nn.Parameter:
     offset = 0
     for p in members:
         n = p.numel()
-        view = data[offset:offset + n].view(p.shape)
+        view = data[offset : offset + n].view(p.shape)
         view.copy_(p.detach())
-        grad_view = grad[offset:offset + n].view(p.shape)
+        grad_view = grad[offset : offset + n].view(p.shape)
         if p.grad is not None:  # a gradient already there is kept
             grad_view.copy_(p.grad)
         p.data = view
@@ -254,17 +339,35 @@ class FlatAdamW(torch.optim.AdamW):
         seen: set[int] = set()
         for number, group in enumerate(groups):
             members = list(group["params"])
-            if any(id(p) in seen for p in members) or len({id(p) for p in members}) < len(members):
-                raise ValueError(f"FlatAdamW: group {number} lists a parameter twice (or one another group lists)")
+            if any(id(p) in seen for p in members) or len(
+                {id(p) for p in members}
+            ) < len(members):
+                raise ValueError(
+                    f"FlatAdamW: group {number} lists a parameter twice (or one another group lists)"
+                )
             seen.update(id(p) for p in members)
-            if any(not isinstance(p, Tensor) or not p.requires_grad for p in members):
-                raise ValueError(f"FlatAdamW: every parameter of group {number} must be a tensor that requires grad")
+            if any(
+                not isinstance(p, Tensor) or not p.requires_grad
+                for p in members
+            ):
+                raise ValueError(
+                    f"FlatAdamW: every parameter of group {number} must be a tensor that requires grad"
+                )
             kinds = {(p.dtype, p.device) for p in members}
-            if len(kinds) > 1 or any(not dtype.is_floating_point for dtype, _ in kinds):
-                raise ValueError(f"FlatAdamW: the parameters of group {number} must share one floating-point dtype "
-                                 f"and one device to share a buffer; got {sorted(map(str, kinds))}")
+            if len(kinds) > 1 or any(
+                not dtype.is_floating_point for dtype, _ in kinds
+            ):
+                raise ValueError(
+                    f"FlatAdamW: the parameters of group {number} must share one floating-point dtype "
+                    f"and one device to share a buffer; got {sorted(map(str, kinds))}"
+                )
             self._members.append(members)
-            flat_groups.append({**group, "params": [_flatten_group(members)] if members else []})
+            flat_groups.append(
+                {
+                    **group,
+                    "params": [_flatten_group(members)] if members else [],
+                }
+            )
         super().__init__(flat_groups, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -293,23 +396,35 @@ class FlatAdamW(torch.optim.AdamW):
         self.state.clear()
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #1cfcd1c2
-def _per_parameter_state(flat_state: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]) -> dict[str, Any]:
+def _per_parameter_state(
+    flat_state: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
+) -> dict[str, Any]:
     """A flat optimizer's state (one entry per group) in the layout of ``torch.optim.AdamW`` over the real
     parameters (one entry per parameter, each a copy of its slice)."""
     state: dict[int, dict[str, Any]] = {}
     groups = []
     index = 0
     for group, members in zip(flat_state["param_groups"], members_per_group):
-        saved = flat_state["state"].get(group["params"][0]) if group["params"] else None
+        saved = (
+            flat_state["state"].get(group["params"][0])
+            if group["params"]
+            else None
+        )
         ids = []
         offset = 0
         for p in members:
             n = p.numel()
             if saved is not None:
-                state[index] = {key: (value[offset:offset + n].view(p.shape).clone()
-                                      if isinstance(value, Tensor) and value.dim() else
-                                      value.clone() if isinstance(value, Tensor) else value)
-                                for key, value in saved.items()}
+                state[index] = {
+                    key: (
+                        value[offset : offset + n].view(p.shape).clone()
+                        if isinstance(value, Tensor) and value.dim()
+                        else value.clone()
+                        if isinstance(value, Tensor)
+                        else value
+                    )
+                    for key, value in saved.items()
+                }
             ids.append(index)
             index += 1
             offset += n
@@ -317,7 +432,9 @@ def _per_parameter_state(flat_state: Mapping[str, Any], members_per_group: list[
     return {"state": state, "param_groups": groups}
 
 
-def _flat_state(state_dict: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]) -> dict[str, Any]:
+def _flat_state(
+    state_dict: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
+) -> dict[str, Any]:
     """The inverse of :func:`_per_parameter_state`: a per-parameter state (from ``FlatAdamW.state_dict`` or
     ``torch.optim.AdamW``) as a flat optimizer's, with each group's tensors concatenated. Refuses states that
     a flat optimizer cannot hold: other group sizes, other shapes, or parameters of a group at other steps."""
@@ -325,8 +442,10 @@ def _flat_state(state_dict: Mapping[str, Any], members_per_group: list[list[nn.P
     have = [len(g["params"]) for g in groups]
     want = [len(m) for m in members_per_group]
     if have != want:
-        raise ValueError(f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
-                         f"optimizer groups of {want}")
+        raise ValueError(
+            f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
+            f"optimizer groups of {want}"
+        )
     flat_state: dict[int, dict[str, Any]] = {}
     flat_groups = []
     index = 0
@@ -336,21 +455,42 @@ def _flat_state(state_dict: Mapping[str, Any], members_per_group: list[list[nn.P
             continue
         per_param = [state_dict["state"].get(i) for i in group["params"]]
         if any(s is not None for s in per_param):
-            if any(s is None for s in per_param) or len({tuple(sorted(s)) for s in per_param}) > 1:
-                raise ValueError(f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
-                                 f"or other keys; a flat optimizer steps a group's parameters together")
+            if (
+                any(s is None for s in per_param)
+                or len({tuple(sorted(s)) for s in per_param}) > 1
+            ):
+                raise ValueError(
+                    f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
+                    f"or other keys; a flat optimizer steps a group's parameters together"
+                )
             merged: dict[str, Any] = {}
             for key, first in per_param[0].items():
                 if isinstance(first, Tensor) and first.dim():
-                    if any(s[key].shape != p.shape for s, p in zip(per_param, members)):
-                        raise ValueError(f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
-                                         f"have its parameter's shape")
-                    merged[key] = torch.cat([s[key].reshape(-1) for s in per_param])
+                    if any(
+                        s[key].shape != p.shape
+                        for s, p in zip(per_param, members)
+                    ):
+                        raise ValueError(
+                            f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
+                            f"have its parameter's shape"
+                        )
+                    merged[key] = torch.cat(
+                        [s[key].reshape(-1) for s in per_param]
+                    )
                 else:
-                    if any(not torch.equal(torch.as_tensor(s[key]), torch.as_tensor(first)) for s in per_param):
-                        raise ValueError(f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
-                                         f"in {key!r}; a flat optimizer steps a group's parameters together")
-                    merged[key] = first.clone() if isinstance(first, Tensor) else first  # not shared
+                    if any(
+                        not torch.equal(
+                            torch.as_tensor(s[key]), torch.as_tensor(first)
+                        )
+                        for s in per_param
+                    ):
+                        raise ValueError(
+                            f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
+                            f"in {key!r}; a flat optimizer steps a group's parameters together"
+                        )
+                    merged[key] = (
+                        first.clone() if isinstance(first, Tensor) else first
+                    )  # not shared
             flat_state[index] = merged
         flat_groups.append({**group, "params": [index]})
         index += 1
@@ -358,8 +498,14 @@ def _flat_state(state_dict: Mapping[str, Any], members_per_group: list[list[nn.P
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #0dc529e3
 @torch.no_grad()
-def estimate_loss(model: GPT, ids: Tensor, block_size: int, batch_size: int, eval_iters: int,
-                  seed: int = 0) -> float:
+def estimate_loss(
+    model: GPT,
+    ids: Tensor,
+    block_size: int,
+    batch_size: int,
+    eval_iters: int,
+    seed: int = 0,
+) -> float:
     """The mean loss of ``model`` over ``eval_iters`` random batches of ``ids``, in eval mode (no dropout).
 
     The batches come from a generator of their own seeded with ``seed``, so every call with the same seed
@@ -373,7 +519,13 @@ def estimate_loss(model: GPT, ids: Tensor, block_size: int, batch_size: int, eva
     try:
         total = torch.zeros((), device=device)
         for _ in range(eval_iters):
-            x, y = get_batch(ids, block_size, batch_size, generator, context=model.config.block_size)
+            x, y = get_batch(
+                ids,
+                block_size,
+                batch_size,
+                generator,
+                context=model.config.block_size,
+            )
             total += model(x.to(device), y.to(device))[1].float()
     finally:
         model.train(was_training)
@@ -401,21 +553,39 @@ class History:
     def from_dict(cls, d: Mapping[str, Any]) -> History:
         """The history from a dict such as :meth:`to_dict` writes."""
         known = [f.name for f in dataclasses.fields(cls)]
-        if not isinstance(d, Mapping) or set(d) != set(known) or not all(isinstance(v, list) for v in d.values()):
-            raise ValueError(f"History.from_dict: expected a dict of the lists {known}")
+        if (
+            not isinstance(d, Mapping)
+            or set(d) != set(known)
+            or not all(isinstance(v, list) for v in d.values())
+        ):
+            raise ValueError(
+                f"History.from_dict: expected a dict of the lists {known}"
+            )
         return cls(**{k: list(d[k]) for k in known})
 
     def truncate(self, step: int) -> History:
         """A copy with only the records before optimizer step ``step`` (evaluations before ``step`` too)."""
         n = sum(s < step for s in self.step)
         m = sum(s < step for s in self.eval_step)
-        return History(self.step[:n], self.train_loss[:n], self.lr[:n], self.elapsed[:n],
-                       self.eval_step[:m], self.eval_train_loss[:m], self.val_loss[:m])
+        return History(
+            self.step[:n],
+            self.train_loss[:n],
+            self.lr[:n],
+            self.elapsed[:n],
+            self.eval_step[:m],
+            self.eval_train_loss[:m],
+            self.val_loss[:m],
+        )
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #c1478090
 CHECKPOINT_FORMAT = "gptlib.checkpoint"
 CHECKPOINT_VERSION = 1
-_PICKLE_FREE = ("model.safetensors", "optimizer.safetensors", "tokenizer.json", "checkpoint.json")
+_PICKLE_FREE = (
+    "model.safetensors",
+    "optimizer.safetensors",
+    "tokenizer.json",
+    "checkpoint.json",
+)
 
 
 def _b64(t: Tensor) -> str:
@@ -423,7 +593,9 @@ def _b64(t: Tensor) -> str:
 
 
 def _unb64(s: str) -> Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s, validate=True)), dtype=torch.uint8).clone()
+    return torch.frombuffer(
+        bytearray(base64.b64decode(s, validate=True)), dtype=torch.uint8
+    ).clone()
 
 
 def _sha256(path: Path) -> str:
@@ -434,13 +606,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]:
+def _model_tensors(
+    model: nn.Module,
+) -> tuple[dict[str, Tensor], dict[str, str]]:
     """The state dict with each shared tensor once, and a map alias -> kept name for the others."""
     kept: dict[str, Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[int, int, tuple], str] = {}
     for name, t in model.state_dict(keep_vars=False).items():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        key = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+        )
         if key in seen:
             aliases[name] = seen[key]
         else:
@@ -449,25 +627,38 @@ def _model_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, str]]
     return kept, aliases
 
 
-def _optimizer_tensors(state: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[dict]]:
+def _optimizer_tensors(
+    state: Mapping[str, Any],
+) -> tuple[dict[str, Tensor], list[dict]]:
     tensors: dict[str, Tensor] = {}
     for idx, per_param in state["state"].items():
         for key, value in per_param.items():
             if not isinstance(value, Tensor):
                 value = torch.tensor(value)
             tensors[f"{idx}.{key}"] = value.detach().contiguous()
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in state["param_groups"]
+    ]
     return tensors, groups
 
 
 def _atomic_dir_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write a folder with ``write(tmp)`` into a temporary folder next to ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(
+        tempfile.mkdtemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    )
     try:
         write(tmp)
         if path.exists():  # a folder cannot be renamed over a full one: move the old one aside first
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(
+                tempfile.mkdtemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=".old"
+                )
+            )
             os.replace(path, old / "x")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -478,44 +669,72 @@ def _atomic_dir_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def save_checkpoint(path: str | os.PathLike, model: GPT, *, optimizer: torch.optim.Optimizer | None = None,
-                    step: int = 0, tokenizer: CharTokenizer | BPETokenizer | None = None,
-                    train_config: TrainConfig | None = None, generator: torch.Generator | None = None,
-                    history: History | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: GPT,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    tokenizer: CharTokenizer | BPETokenizer | None = None,
+    train_config: TrainConfig | None = None,
+    generator: torch.Generator | None = None,
+    history: History | None = None,
+) -> Path:
     """Write a checkpoint folder at ``path`` and return it: ``model.safetensors`` (each tied weight once),
     ``optimizer.safetensors`` (if ``optimizer``), ``tokenizer.json`` (if ``tokenizer``) and
     ``checkpoint.json`` (format, model and train config, step, optimizer hyper-parameters, PyTorch's global
     RNG state and the data ``generator``'s state, the ``history`` and a SHA-256 of every other file).
     No pickle. The folder appears whole or not at all (written beside it, then renamed)."""
     if not isinstance(model, GPT):
-        raise ValueError(f"save_checkpoint: model must be a gptlib.model.GPT, got {type(model).__name__}")
+        raise ValueError(
+            f"save_checkpoint: model must be a gptlib.model.GPT, got {type(model).__name__}"
+        )
     _check_int("step", step, 0, "save_checkpoint")
     tensors, aliases = _model_tensors(model)
     meta: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
-        "model_config": model.config.to_dict(), "tied": aliases,
-        "train_config": None if train_config is None else train_config.to_dict(),
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "model_config": model.config.to_dict(),
+        "tied": aliases,
+        "train_config": None
+        if train_config is None
+        else train_config.to_dict(),
         "torch_rng_state": _b64(torch.get_rng_state()),
-        "data_rng_state": None if generator is None else _b64(generator.get_state()),
+        "data_rng_state": None
+        if generator is None
+        else _b64(generator.get_state()),
         "history": None if history is None else history.to_dict(),
-        "optimizer_param_groups": None, "tokenizer": None, "sha256": {},
+        "optimizer_param_groups": None,
+        "tokenizer": None,
+        "sha256": {},
     }
 
     def write(tmp: Path) -> None:
-        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_file(
+            tensors, tmp / "model.safetensors", metadata={"format": "pt"}
+        )
         if optimizer is not None:
             opt_tensors, groups = _optimizer_tensors(optimizer.state_dict())
-            save_file(opt_tensors, tmp / "optimizer.safetensors", metadata={"format": "pt"})
+            save_file(
+                opt_tensors,
+                tmp / "optimizer.safetensors",
+                metadata={"format": "pt"},
+            )
             meta["optimizer_param_groups"] = groups
         if tokenizer is not None:
             if not isinstance(tokenizer, (CharTokenizer, BPETokenizer)):
-                raise ValueError(f"save_checkpoint: tokenizer must be a CharTokenizer or BPETokenizer, "
-                                 f"got {type(tokenizer).__name__}")
+                raise ValueError(
+                    f"save_checkpoint: tokenizer must be a CharTokenizer or BPETokenizer, "
+                    f"got {type(tokenizer).__name__}"
+                )
             tokenizer.save(tmp / "tokenizer.json")
             meta["tokenizer"] = type(tokenizer).__name__
         for f in sorted(tmp.iterdir()):
             meta["sha256"][f.name] = _sha256(f)
-        (tmp / "checkpoint.json").write_text(json.dumps(meta), encoding="utf-8")
+        (tmp / "checkpoint.json").write_text(
+            json.dumps(meta), encoding="utf-8"
+        )
 
     path = Path(path)
     _atomic_dir_write(path, write)
@@ -542,11 +761,15 @@ def _read_tensors(path: Path, what: str) -> dict[str, Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"load_checkpoint: {path} is not a readable safetensors file ({what}; truncated or "
-                         f"damaged?): {e}") from None
+        raise ValueError(
+            f"load_checkpoint: {path} is not a readable safetensors file ({what}; truncated or "
+            f"damaged?): {e}"
+        ) from None
 
 
-def load_checkpoint(path: str | os.PathLike, *, config: GPTConfig | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, *, config: GPTConfig | None = None
+) -> Checkpoint:
     """Read a checkpoint folder written by :func:`save_checkpoint`.
 
     Everything is checked before a model is returned: the files' checksums, the format, the config (equal
@@ -557,54 +780,92 @@ def load_checkpoint(path: str | os.PathLike, *, config: GPTConfig | None = None)
     path = Path(path)
     meta_path = path / "checkpoint.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path} (no checkpoint.json)")
+        raise FileNotFoundError(
+            f"load_checkpoint: no checkpoint at {path} (no checkpoint.json)"
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"load_checkpoint: {meta_path} is not valid JSON (truncated or damaged?): {e}") from None
+        raise ValueError(
+            f"load_checkpoint: {meta_path} is not valid JSON (truncated or damaged?): {e}"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"load_checkpoint: {meta_path} is not a gptlib checkpoint")
+        raise ValueError(
+            f"load_checkpoint: {meta_path} is not a gptlib checkpoint"
+        )
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"load_checkpoint: checkpoint format version {meta.get('version')!r}; this gptlib reads "
-                         f"version {CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"load_checkpoint: checkpoint format version {meta.get('version')!r}; this gptlib reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
     sums = meta.get("sha256")
     if not isinstance(sums, dict) or "model.safetensors" not in sums:
         raise ValueError(f"load_checkpoint: {meta_path} lists no checksums")
     for name, digest in sums.items():
         f = path / name
         if name not in _PICKLE_FREE or not f.is_file():
-            raise ValueError(f"load_checkpoint: the checkpoint lists {name!r}, which is missing or not allowed")
+            raise ValueError(
+                f"load_checkpoint: the checkpoint lists {name!r}, which is missing or not allowed"
+            )
         if _sha256(f) != digest:
-            raise ValueError(f"load_checkpoint: {f} does not match its checksum (damaged or changed)")
+            raise ValueError(
+                f"load_checkpoint: {f} does not match its checksum (damaged or changed)"
+            )
     try:
         model_config = GPTConfig.from_dict(meta["model_config"])
-        train_config = None if meta["train_config"] is None else TrainConfig.from_dict(meta["train_config"])
-        history = None if meta["history"] is None else History.from_dict(meta["history"])
+        train_config = (
+            None
+            if meta["train_config"] is None
+            else TrainConfig.from_dict(meta["train_config"])
+        )
+        history = (
+            None
+            if meta["history"] is None
+            else History.from_dict(meta["history"])
+        )
         step = meta["step"]
         _check_int("step", step, 0, "checkpoint")
         torch_rng = _unb64(meta["torch_rng_state"])
-        data_rng = None if meta["data_rng_state"] is None else _unb64(meta["data_rng_state"])
+        data_rng = (
+            None
+            if meta["data_rng_state"] is None
+            else _unb64(meta["data_rng_state"])
+        )
         aliases = dict(meta["tied"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"load_checkpoint: {meta_path} is incomplete or invalid: {e!r}") from None
+        raise ValueError(
+            f"load_checkpoint: {meta_path} is incomplete or invalid: {e!r}"
+        ) from None
     if config is not None and config != model_config:
-        diff = {k: (v, getattr(config, k)) for k, v in model_config.to_dict().items() if getattr(config, k) != v}
-        raise ValueError(f"load_checkpoint: the checkpoint is of another model config; (checkpoint, expected) "
-                         f"differ in {diff}")
+        diff = {
+            k: (v, getattr(config, k))
+            for k, v in model_config.to_dict().items()
+            if getattr(config, k) != v
+        }
+        raise ValueError(
+            f"load_checkpoint: the checkpoint is of another model config; (checkpoint, expected) "
+            f"differ in {diff}"
+        )
 
     model = GPT(model_config)
     expected, expected_aliases = _model_tensors(model)
     if aliases != expected_aliases:
-        raise ValueError(f"load_checkpoint: the checkpoint ties {aliases}, the model ties {expected_aliases}")
+        raise ValueError(
+            f"load_checkpoint: the checkpoint ties {aliases}, the model ties {expected_aliases}"
+        )
     tensors = _read_tensors(path / "model.safetensors", "model weights")
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise ValueError(f"load_checkpoint: the weights do not fit the config: missing {missing}, unexpected {extra}")
+        raise ValueError(
+            f"load_checkpoint: the weights do not fit the config: missing {missing}, unexpected {extra}"
+        )
     for name, t in expected.items():
         if tensors[name].shape != t.shape or tensors[name].dtype != t.dtype:
-            raise ValueError(f"load_checkpoint: tensor {name!r} has shape {tuple(tensors[name].shape)} and dtype "
-                             f"{tensors[name].dtype}; the config needs {tuple(t.shape)} and {t.dtype}")
+            raise ValueError(
+                f"load_checkpoint: tensor {name!r} has shape {tuple(tensors[name].shape)} and dtype "
+                f"{tensors[name].dtype}; the config needs {tuple(t.shape)} and {t.dtype}"
+            )
     state = dict(tensors)
     for alias, kept in aliases.items():
         state[alias] = tensors[kept]
@@ -613,36 +874,67 @@ def load_checkpoint(path: str | os.PathLike, *, config: GPTConfig | None = None)
     optimizer_state = None
     if meta.get("optimizer_param_groups") is not None:
         if "optimizer.safetensors" not in sums:
-            raise ValueError("load_checkpoint: optimizer hyper-parameters without optimizer.safetensors")
+            raise ValueError(
+                "load_checkpoint: optimizer hyper-parameters without optimizer.safetensors"
+            )
         opt = _read_tensors(path / "optimizer.safetensors", "optimizer state")
         per_param: dict[int, dict[str, Tensor]] = {}
         for key, t in opt.items():
             idx, _, name = key.partition(".")
             if not idx.isdigit() or not name:
-                raise ValueError(f"load_checkpoint: unexpected optimizer tensor {key!r}")
+                raise ValueError(
+                    f"load_checkpoint: unexpected optimizer tensor {key!r}"
+                )
             per_param.setdefault(int(idx), {})[name] = t
-        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["optimizer_param_groups"]]
+        groups = [
+            {k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
+            for g in meta["optimizer_param_groups"]
+        ]
         optimizer_state = {"state": per_param, "param_groups": groups}
     tokenizer = None
     if meta.get("tokenizer") is not None:
-        classes = {"CharTokenizer": CharTokenizer, "BPETokenizer": BPETokenizer}
+        classes = {
+            "CharTokenizer": CharTokenizer,
+            "BPETokenizer": BPETokenizer,
+        }
         if meta["tokenizer"] not in classes or "tokenizer.json" not in sums:
-            raise ValueError(f"load_checkpoint: unknown tokenizer {meta['tokenizer']!r} or no tokenizer.json")
+            raise ValueError(
+                f"load_checkpoint: unknown tokenizer {meta['tokenizer']!r} or no tokenizer.json"
+            )
         tokenizer = classes[meta["tokenizer"]].load(path / "tokenizer.json")
         if tokenizer.vocab_size != model_config.vocab_size:
-            raise ValueError(f"load_checkpoint: the tokenizer has {tokenizer.vocab_size} ids, the model "
-                             f"vocab_size={model_config.vocab_size}")
-    return Checkpoint(model, model_config, step, train_config, tokenizer, optimizer_state, torch_rng, data_rng,
-                      history)
+            raise ValueError(
+                f"load_checkpoint: the tokenizer has {tokenizer.vocab_size} ids, the model "
+                f"vocab_size={model_config.vocab_size}"
+            )
+    return Checkpoint(
+        model,
+        model_config,
+        step,
+        train_config,
+        tokenizer,
+        optimizer_state,
+        torch_rng,
+        data_rng,
+        history,
+    )
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #cf262d50
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or infinite."""
 
 
-def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
-          tokenizer: CharTokenizer | BPETokenizer | None = None, resume: str | os.PathLike | Checkpoint | None = None,
-          callback: Callable[[int, GPT], None] | None = None, show_progress: bool = True) -> History:
+def train(
+    model: GPT,
+    train_ids: Any,
+    val_ids: Any,
+    config: TrainConfig,
+    *,
+    tokenizer: CharTokenizer | BPETokenizer | None = None,
+    resume: str | os.PathLike | Checkpoint | None = None,
+    callback: Callable[[int, GPT], None] | None = None,
+    show_progress: bool = True,
+) -> History:
     """Train ``model`` in place on the token ids ``train_ids`` and return the :class:`History`.
 
     Each step: the learning rate of :func:`learning_rate`, a batch from :func:`get_batch`, the loss, the
@@ -666,55 +958,99 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
     so with dropout a resumed multi-process run is not bit-for-bit the uninterrupted one.)
     """
     if not isinstance(model, GPT):
-        raise ValueError(f"train: model must be a gptlib.model.GPT, got {type(model).__name__}")
+        raise ValueError(
+            f"train: model must be a gptlib.model.GPT, got {type(model).__name__}"
+        )
     if not isinstance(config, TrainConfig):
-        raise ValueError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+        raise ValueError(
+            f"train: config must be a TrainConfig, got {type(config).__name__}"
+        )
     c = config
     train_ids = as_token_tensor(train_ids, "train_ids")
     val_ids = as_token_tensor(val_ids, "val_ids")
     context = model.config.block_size
     block_size = context if c.block_size is None else c.block_size
-    for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):  # fail now, not at the first evaluation
+    for name, ids in (
+        ("train_ids", train_ids),
+        ("val_ids", val_ids),
+    ):  # fail now, not at the first evaluation
         get_batch(ids[: block_size + 1], block_size, 1, context=context)
-        if ids.numel() and (ids.min() < 0 or ids.max() >= model.config.vocab_size):
-            raise ValueError(f"train: {name} holds ids outside the vocabulary [0, {model.config.vocab_size})")
+        if ids.numel() and (
+            ids.min() < 0 or ids.max() >= model.config.vocab_size
+        ):
+            raise ValueError(
+                f"train: {name} holds ids outside the vocabulary [0, {model.config.vocab_size})"
+            )
 
     distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    rank, world = (
+        (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    )
     if c.batch_size % world:
-        raise ValueError(f"train: batch_size={c.batch_size} does not split evenly among {world} processes; "
-                         f"use a multiple of {world}")
+        raise ValueError(
+            f"train: batch_size={c.batch_size} does not split evenly among {world} processes; "
+            f"use a multiple of {world}"
+        )
     device = next(model.parameters()).device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16")
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16"
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    flat = len({(p.dtype, p.device) for p in trainable}) == 1  # one buffer per group needs one dtype and device
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.betas, flat=flat)
+    flat = (
+        len({(p.dtype, p.device) for p in trainable}) == 1
+    )  # one buffer per group needs one dtype and device
+    optimizer = configure_optimizer(
+        model, c.learning_rate, c.weight_decay, c.betas, flat=flat
+    )
     try:  # a flat optimizer gives the parameters their own memory back, however training ends
-        rows = slice(rank * c.batch_size // world, (rank + 1) * c.batch_size // world)  # this process's share
+        rows = slice(
+            rank * c.batch_size // world, (rank + 1) * c.batch_size // world
+        )  # this process's share
         net: nn.Module = model
         if distributed:  # after the optimizer, which may move the parameters into its buffers
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        to_clip = [p for group in optimizer.param_groups for p in group["params"]]
+            net = DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+            )
+        to_clip = [
+            p for group in optimizer.param_groups for p in group["params"]
+        ]
         generator = torch.Generator()
         start = 0
         history = History()
         if resume is not None:
-            ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, config=model.config)
+            ckpt = (
+                resume
+                if isinstance(resume, Checkpoint)
+                else load_checkpoint(resume, config=model.config)
+            )
             if ckpt.config != model.config:
-                raise ValueError(f"train: cannot resume a {ckpt.config} checkpoint into a {model.config} model")
+                raise ValueError(
+                    f"train: cannot resume a {ckpt.config} checkpoint into a {model.config} model"
+                )
             if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
-                raise ValueError("train: the checkpoint has no optimizer or data RNG state, so it cannot be resumed")
+                raise ValueError(
+                    "train: the checkpoint has no optimizer or data RNG state, so it cannot be resumed"
+                )
             model.load_state_dict(ckpt.model.state_dict())
             optimizer.load_state_dict(ckpt.optimizer_state)
             generator.set_state(ckpt.data_rng_state)
             torch.set_rng_state(ckpt.torch_rng_state)
             start = ckpt.step
-            history = ckpt.history.truncate(start) if ckpt.history is not None else History()
+            history = (
+                ckpt.history.truncate(start)
+                if ckpt.history is not None
+                else History()
+            )
         else:
             generator.manual_seed(c.seed)
-            torch.manual_seed(c.seed + rank)  # dropout: each process its own masks
+            torch.manual_seed(
+                c.seed + rank
+            )  # dropout: each process its own masks
         if start > c.max_iters:
-            raise ValueError(f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}")
+            raise ValueError(
+                f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}"
+            )
 
         ckpt_dir = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
         ckpt_every = c.checkpoint_interval or c.eval_interval
@@ -722,32 +1058,67 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
         t0 = time.perf_counter()
 
         def checkpoint(step: int) -> None:
-            if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaNs
-                raise NonFiniteLossError(f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
-                                         f"without writing a checkpoint (the last good one stays in {ckpt_dir})")
-            if rank != 0:  # every process checks (same weights, so all stop together); one writes
+            if not all(
+                torch.isfinite(p).all() for p in model.parameters()
+            ):  # never overwrite a good one with NaNs
+                raise NonFiniteLossError(
+                    f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
+                    f"without writing a checkpoint (the last good one stays in {ckpt_dir})"
+                )
+            if (
+                rank != 0
+            ):  # every process checks (same weights, so all stop together); one writes
                 return
-            save_checkpoint(ckpt_dir, model, optimizer=optimizer, step=step, tokenizer=tokenizer, train_config=c,
-                            generator=generator, history=history)
+            save_checkpoint(
+                ckpt_dir,
+                model,
+                optimizer=optimizer,
+                step=step,
+                tokenizer=tokenizer,
+                train_config=c,
+                generator=generator,
+                history=history,
+            )
 
         def evaluate(step: int) -> None:
             if history.eval_step and history.eval_step[-1] == step:
                 return
-            seed = c.seed + 1  # the same evaluation batches every time, apart from the training batches' stream
+            seed = (
+                c.seed + 1
+            )  # the same evaluation batches every time, apart from the training batches' stream
             history.eval_step.append(step)
             with autocast:  # every process evaluates the same batches and gets the same numbers
-                for ids, losses in ((train_ids, history.eval_train_loss), (val_ids, history.val_loss)):
-                    losses.append(estimate_loss(model, ids, block_size, c.batch_size, c.eval_iters, seed))
+                for ids, losses in (
+                    (train_ids, history.eval_train_loss),
+                    (val_ids, history.val_loss),
+                ):
+                    losses.append(
+                        estimate_loss(
+                            model,
+                            ids,
+                            block_size,
+                            c.batch_size,
+                            c.eval_iters,
+                            seed,
+                        )
+                    )
             if callback is not None:
                 callback(step, model)
 
         model.train()
-        bar = progress(range(start, c.max_iters), total=c.max_iters, initial=start, desc="training",
-                       disable=not show_progress or rank != 0)
+        bar = progress(
+            range(start, c.max_iters),
+            total=c.max_iters,
+            initial=start,
+            desc="training",
+            disable=not show_progress or rank != 0,
+        )
         for step in bar:
             if step % c.eval_interval == 0:
                 evaluate(step)
-                bar.set_postfix(val=f"{history.val_loss[-1]:.3f}", refresh=False)
+                bar.set_postfix(
+                    val=f"{history.val_loss[-1]:.3f}", refresh=False
+                )
             lr = learning_rate(step, c)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -755,10 +1126,15 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
             if world > 1:
                 x, y = x[rows], y[rows]
             if device.type != "cpu":
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = (
+                    x.to(device, non_blocking=True),
+                    y.to(device, non_blocking=True),
+                )
             with autocast:
                 _, loss = net(x, y)
-            if world > 1:  # the mean over the whole batch, the same number in every process
+            if (
+                world > 1
+            ):  # the mean over the whole batch, the same number in every process
                 mean = loss.detach().clone()
                 dist.all_reduce(mean)
                 loss_value = mean.item() / world
@@ -766,9 +1142,15 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
                 loss_value = loss.item()
             if not math.isfinite(loss_value):
                 bar.close()
-                kept = f"; the last good checkpoint is {ckpt_dir}" if ckpt_dir is not None and ckpt_dir.exists() else ""
-                raise NonFiniteLossError(f"train: the loss is {loss_value} at step {step} (learning rate {lr:.3g}); "
-                                         f"training stopped{kept}")
+                kept = (
+                    f"; the last good checkpoint is {ckpt_dir}"
+                    if ckpt_dir is not None and ckpt_dir.exists()
+                    else ""
+                )
+                raise NonFiniteLossError(
+                    f"train: the loss is {loss_value} at step {step} (learning rate {lr:.3g}); "
+                    f"training stopped{kept}"
+                )
             loss.backward()
             if c.grad_clip is not None:
                 nn.utils.clip_grad_norm_(to_clip, c.grad_clip)
@@ -779,7 +1161,11 @@ def train(model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig, *,
             history.lr.append(lr)
             history.elapsed.append(offset + time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            if ckpt_dir is not None and (step + 1) % ckpt_every == 0 and step + 1 < c.max_iters:
+            if (
+                ckpt_dir is not None
+                and (step + 1) % ckpt_every == 0
+                and step + 1 < c.max_iters
+            ):
                 checkpoint(step + 1)
         bar.close()
         evaluate(c.max_iters)
@@ -808,36 +1194,70 @@ class Recipe:
 
     def fingerprint(self) -> str:
         """A short hash of everything in the recipe, so a changed recipe never loads an old cache."""
-        d = {"tokenizer": self.tokenizer, "model": dict(self.model), "train": self.train.to_dict(),
-             "bpe_vocab_size": self.bpe_vocab_size, "max_chars": self.max_chars, "seed": self.seed,
-             "checkpoint_format": CHECKPOINT_VERSION,
-             "optimizer": "FlatAdamW (fused kernel where supported), clipping the flat gradients",
-             "gelu": "F.gelu, tanh form (gptlib.model.gelu)"}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        d = {
+            "tokenizer": self.tokenizer,
+            "model": dict(self.model),
+            "train": self.train.to_dict(),
+            "bpe_vocab_size": self.bpe_vocab_size,
+            "max_chars": self.max_chars,
+            "seed": self.seed,
+            "checkpoint_format": CHECKPOINT_VERSION,
+            "optimizer": "FlatAdamW (fused kernel where supported), clipping the flat gradients",
+            "gelu": "F.gelu, tanh form (gptlib.model.gelu)",
+        }
+        return hashlib.sha256(
+            json.dumps(d, sort_keys=True).encode()
+        ).hexdigest()[:12]
 
 
 RECIPES: dict[str, Recipe] = {
     "shakespeare-char": Recipe(
-        "char", dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainConfig(max_iters=2000, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
-                    eval_interval=250, eval_iters=20)),
+        "char",
+        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        TrainConfig(
+            max_iters=2000,
+            batch_size=12,
+            learning_rate=1e-3,
+            min_lr=1e-4,
+            warmup_iters=100,
+            eval_interval=250,
+            eval_iters=20,
+        ),
+    ),
     "shakespeare-bpe": Recipe(
-        "bpe", dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainConfig(max_iters=2000, batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
-                    eval_interval=250, eval_iters=20), bpe_vocab_size=512),
+        "bpe",
+        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        TrainConfig(
+            max_iters=2000,
+            batch_size=12,
+            learning_rate=1e-3,
+            min_lr=1e-4,
+            warmup_iters=100,
+            eval_interval=250,
+            eval_iters=20,
+        ),
+        bpe_vocab_size=512,
+    ),
 }
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder of cached models: ``cache_dir``, else ``$GPTLIB_CACHE``, else ``~/.cache/gptlib``."""
     if cache_dir is None:
-        cache_dir = os.environ.get("GPTLIB_CACHE") or Path.home() / ".cache" / "gptlib"
+        cache_dir = (
+            os.environ.get("GPTLIB_CACHE") or Path.home() / ".cache" / "gptlib"
+        )
     return Path(cache_dir).expanduser()
 
 
-def train_recipe(recipe: Recipe, *, show_progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", compile: bool = False
-                 ) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
+def train_recipe(
+    recipe: Recipe,
+    *,
+    show_progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    compile: bool = False,
+) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
     """Train a :class:`Recipe` from scratch, deterministically: the same recipe gives the same weights.
 
     The model trains on ``device``; ``compile=True`` compiles it in place with ``torch.compile`` first
@@ -845,26 +1265,52 @@ def train_recipe(recipe: Recipe, *, show_progress: bool = True, checkpoint_dir: 
     and :func:`train` trains data-parallel."""
     train_text, val_text = shakespeare_split()
     if recipe.max_chars is not None:
-        train_text, val_text = train_text[: recipe.max_chars], val_text[: recipe.max_chars]
+        train_text, val_text = (
+            train_text[: recipe.max_chars],
+            val_text[: recipe.max_chars],
+        )
     if recipe.tokenizer == "char":
-        tokenizer: CharTokenizer | BPETokenizer = CharTokenizer.from_text(train_text + val_text)
+        tokenizer: CharTokenizer | BPETokenizer = CharTokenizer.from_text(
+            train_text + val_text
+        )
     elif recipe.tokenizer == "bpe":
         tokenizer = BPETokenizer.train(train_text, recipe.bpe_vocab_size)
     else:
-        raise ValueError(f"Recipe: tokenizer must be 'char' or 'bpe', got {recipe.tokenizer!r}")
+        raise ValueError(
+            f"Recipe: tokenizer must be 'char' or 'bpe', got {recipe.tokenizer!r}"
+        )
     train_ids = torch.tensor(tokenizer.encode(train_text))
     val_ids = torch.tensor(tokenizer.encode(val_text))
     set_seed(recipe.seed)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **recipe.model)).to(device)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **recipe.model)).to(
+        device
+    )
     if compile:
         model.compile()  # in place: still a GPT
-    cfg = recipe.train if checkpoint_dir is None else dataclasses.replace(recipe.train, checkpoint_dir=os.fspath(checkpoint_dir))
-    history = train(model, train_ids, val_ids, cfg, tokenizer=tokenizer, show_progress=show_progress)
+    cfg = (
+        recipe.train
+        if checkpoint_dir is None
+        else dataclasses.replace(
+            recipe.train, checkpoint_dir=os.fspath(checkpoint_dir)
+        )
+    )
+    history = train(
+        model,
+        train_ids,
+        val_ids,
+        cfg,
+        tokenizer=tokenizer,
+        show_progress=show_progress,
+    )
     return model, tokenizer, history
 
 
-def pretrained(name: str, *, cache_dir: str | os.PathLike | None = None,
-               show_progress: bool = True) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+def pretrained(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> tuple[GPT, CharTokenizer | BPETokenizer]:
     """The trained model and tokenizer of the recipe ``RECIPES[name]``: loaded from the cache, or trained
     (deterministically) and cached first. The checkpoint (with its training history) is the folder
     :func:`pretrained_path` returns. Two processes asking at once train it once: one waits on a file lock."""
@@ -872,23 +1318,43 @@ def pretrained(name: str, *, cache_dir: str | os.PathLike | None = None,
     if not (path / "checkpoint.json").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f"{path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if training fails
+            fcntl.flock(
+                lock, fcntl.LOCK_EX
+            )  # released when the file closes, even if training fails
             if not (path / "checkpoint.json").is_file():
-                model, tokenizer, history = train_recipe(RECIPES[name], show_progress=show_progress)
-                save_checkpoint(path, model, step=RECIPES[name].train.max_iters, tokenizer=tokenizer,
-                                train_config=RECIPES[name].train, history=history)
+                model, tokenizer, history = train_recipe(
+                    RECIPES[name], show_progress=show_progress
+                )
+                save_checkpoint(
+                    path,
+                    model,
+                    step=RECIPES[name].train.max_iters,
+                    tokenizer=tokenizer,
+                    train_config=RECIPES[name].train,
+                    history=history,
+                )
     try:
         ckpt = load_checkpoint(path)
     except ValueError as e:
-        raise ValueError(f"{e}\nThe cached model {name!r} is damaged; delete {path} and it will be trained again") from None
+        raise ValueError(
+            f"{e}\nThe cached model {name!r} is damaged; delete {path} and it will be trained again"
+        ) from None
     if ckpt.tokenizer is None:
-        raise ValueError(f"the cached model {name!r} at {path} has no tokenizer; delete it to train it again")
+        raise ValueError(
+            f"the cached model {name!r} at {path} has no tokenizer; delete it to train it again"
+        )
     ckpt.model.eval()
     return ckpt.model, ckpt.tokenizer
 
 
-def pretrained_path(name: str, *, cache_dir: str | os.PathLike | None = None) -> Path:
+def pretrained_path(
+    name: str, *, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """Where the checkpoint of recipe ``name`` is cached (it may not exist yet)."""
     if name not in RECIPES:
-        raise ValueError(f"pretrained: unknown model {name!r}; the recipes are {sorted(RECIPES)}")
-    return resolve_cache_dir(cache_dir) / f"{name}-{RECIPES[name].fingerprint()}"
+        raise ValueError(
+            f"pretrained: unknown model {name!r}; the recipes are {sorted(RECIPES)}"
+        )
+    return (
+        resolve_cache_dir(cache_dir) / f"{name}-{RECIPES[name].fingerprint()}"
+    )

@@ -35,7 +35,9 @@ class _FinalLineBar(_tqdm_std.tqdm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["file"] = io.StringIO()  # the live redraws go nowhere
-        kwargs.setdefault("ascii", False)  # a StringIO has no encoding; the page shows Unicode blocks
+        kwargs.setdefault(
+            "ascii", False
+        )  # a StringIO has no encoding; the page shows Unicode blocks
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -47,10 +49,15 @@ class _FinalLineBar(_tqdm_std.tqdm):
 
 
 def _in_jupyter_with_widgets() -> bool:
-    return "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None
+    return (
+        "ipykernel" in sys.modules
+        and importlib.util.find_spec("ipywidgets") is not None
+    )
 
 
-def progress(iterable: Iterable | None = None, **kwargs: Any) -> _tqdm_std.tqdm:
+def progress(
+    iterable: Iterable | None = None, **kwargs: Any
+) -> _tqdm_std.tqdm:
     """A tqdm progress bar suited to where the code runs.
 
     Takes the same arguments as `tqdm.tqdm` (`total`, `desc`, `disable`, ...). The environment
@@ -60,7 +67,9 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> _tqdm_std.tqdm:
     """
     mode = os.environ.get("GPTLIB_PROGRESS", "auto")
     if mode not in _PROGRESS_MODES:
-        raise ValueError(f"GPTLIB_PROGRESS must be one of {_PROGRESS_MODES}, got {mode!r}")
+        raise ValueError(
+            f"GPTLIB_PROGRESS must be one of {_PROGRESS_MODES}, got {mode!r}"
+        )
     if mode == "off":
         kwargs["disable"] = True
     if mode == "final":
