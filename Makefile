@@ -34,7 +34,12 @@ site-check: install
 	$(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots; rc=$$?; \
 	if [ $$rc -eq 3 ]; then $(PYTHON) tools/check_site.py _build/html --screenshots _build/screenshots; else exit $$rc; fi
 
+# Lay the notebooks' code out to the width of the website's column (79 characters), then
+# regenerate gptlib/ from them and strip their outputs.
 export:
+	$(PYTHON) -m ruff format --quiet chapters
+	$(PYTHON) tools/wrap_long_lines.py
+	$(PYTHON) -m ruff format --quiet chapters
 	$(PYTHON) tools/export_gptlib.py
 	$(PYTHON) tools/clean_notebooks.py
 

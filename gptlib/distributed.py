@@ -35,27 +35,34 @@ def _available(kind: str) -> bool:
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
-    """The device to train on: ``cuda`` if a CUDA GPU is available, else ``mps`` (Apple GPUs) if available,
-    else ``cpu``. ``prefer`` (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``, or a ``torch.device``) asks
-    for one; ValueError if it is not one of these, RuntimeError if this machine does not have it."""
+    """The device to train on: ``cuda`` if a CUDA GPU is available, else
+    ``mps`` (Apple GPUs) if available,
+    else ``cpu``. ``prefer`` (``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``,
+    or a ``torch.device``) asks
+    for one; ValueError if it is not one of these, RuntimeError if this machine
+    does not have it."""
     if prefer is None:
         return torch.device(next(k for k in DEVICE_TYPES if _available(k)))
     try:
         device = torch.device(prefer)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f"pick_device: {prefer!r} is not a device; use one of {DEVICE_TYPES} "
+            f"pick_device: {prefer!r} is not a device; use one of "
+            f"{DEVICE_TYPES} "
             f"(optionally with an index, such as 'cuda:1')"
         ) from None
     if device.type not in DEVICE_TYPES:
         raise ValueError(
-            f"pick_device: device type {device.type!r} is not supported; use one of {DEVICE_TYPES}"
+            f"pick_device: device type {device.type!r} is not supported; use "
+            f"one of {DEVICE_TYPES}"
         )
     if not _available(device.type):
         here = [k for k in DEVICE_TYPES if _available(k)]
         raise RuntimeError(
-            f"pick_device: {device.type!r} was asked for, but this machine (PyTorch "
-            f"{torch.__version__}) has no {device.type} device; available here: {here}"
+            f"pick_device: {device.type!r} was asked for, but this machine "
+            "(PyTorch "
+            f"{torch.__version__}) has no {device.type} device; available "
+            f"here: {here}"
         )
     if (
         device.type == "cuda"
@@ -64,16 +71,20 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     ):
         raise RuntimeError(
             f"pick_device: {device} was asked for, but there are only "
-            f"{torch.cuda.device_count()} CUDA devices (0 to {torch.cuda.device_count() - 1})"
+            f"{torch.cuda.device_count()} CUDA devices (0 to "
+            f"{torch.cuda.device_count() - 1})"
         )
     return device
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #8c3b27aa
 @dataclass(frozen=True)
 class DistributedInfo:
-    """Where this process stands: its ``rank`` among ``world_size`` processes (0 to world_size - 1), its
-    ``local_rank`` on this machine, the ``device`` it trains on and the ``backend`` of the process group
-    (None when there is a single process and no group). Use as a context manager to call
+    """Where this process stands: its ``rank`` among ``world_size`` processes
+    (0 to world_size - 1), its
+    ``local_rank`` on this machine, the ``device`` it trains on and the
+    ``backend`` of the process group
+    (None when there is a single process and no group). Use as a context
+    manager to call
     :func:`cleanup` at the end."""
 
     rank: int
@@ -114,23 +125,33 @@ def _env_int(name: str, default: int, low: int) -> int:
 def setup(
     backend: str | None = None, *, device: str | torch.device | None = None
 ) -> DistributedInfo:
-    """Join the processes that ``torchrun`` started and return this process's :class:`DistributedInfo`.
+    """Join the processes that ``torchrun`` started and return this process's
+    :class:`DistributedInfo`.
 
-    Reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)
-    and calls ``torch.distributed.init_process_group``. ``backend`` defaults to ``"nccl"`` on CUDA and
-    ``"gloo"`` otherwise. On CUDA each process takes the GPU ``cuda:LOCAL_RANK``; elsewhere ``device``
-    (default :func:`pick_device`, but the CPU instead of MPS for several processes, which gloo cannot
-    connect). Without torchrun (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) there is one
-    process, world size 1, and no process group. A bad argument raises ValueError; a missing or
-    inconsistent environment, or an existing process group, raises RuntimeError saying what is wrong.
+    Reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``)
+    and calls ``torch.distributed.init_process_group``. ``backend`` defaults to
+    ``"nccl"`` on CUDA and
+    ``"gloo"`` otherwise. On CUDA each process takes the GPU
+    ``cuda:LOCAL_RANK``; elsewhere ``device``
+    (default :func:`pick_device`, but the CPU instead of MPS for several
+    processes, which gloo cannot
+    connect). Without torchrun (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) there
+    is one
+    process, world size 1, and no process group. A bad argument raises
+    ValueError; a missing or
+    inconsistent environment, or an existing process group, raises RuntimeError
+    saying what is wrong.
     """
     if backend not in (None, "gloo", "nccl"):
         raise ValueError(
-            f"setup: backend must be 'gloo', 'nccl' or None (choose for the device), got {backend!r}"
+            "setup: backend must be 'gloo', 'nccl' or None (choose for the "
+            f"device), got {backend!r}"
         )
     if dist.is_available() and dist.is_initialized():
         raise RuntimeError(
-            "setup: a process group already exists in this process; call cleanup() first"
+            "setup: a process group already exists in this process; call "
+            "cleanup() first"
         )
     world = _env_int("WORLD_SIZE", 1, 1)
     rank = _env_int("RANK", 0, 0)
@@ -145,8 +166,10 @@ def setup(
     ):  # gloo, the only backend there, cannot all-reduce MPS tensors
         if device is not None:
             raise ValueError(
-                f"setup: {world} processes cannot train on {dev}: the gloo backend does not "
-                "all-reduce MPS tensors; use device='cpu' for several processes on a Mac"
+                f"setup: {world} processes cannot train on {dev}: the gloo "
+                "backend does not "
+                "all-reduce MPS tensors; use device='cpu' for several "
+                "processes on a Mac"
             )
         dev = torch.device("cpu")
     if dev.type == "cuda" and dev.index is None:
@@ -166,13 +189,16 @@ def setup(
     ]
     if missing:
         raise RuntimeError(
-            f"setup: WORLD_SIZE={world} but {' and '.join(missing)} not set; start the program "
-            f"with torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT"
+            f"setup: WORLD_SIZE={world} but {' and '.join(missing)} not set; "
+            "start the program "
+            "with torchrun, which sets RANK, LOCAL_RANK, WORLD_SIZE, "
+            "MASTER_ADDR and MASTER_PORT"
         )
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if backend == "nccl" and dev.type != "cuda":
         raise ValueError(
-            f"setup: the nccl backend works on CUDA GPUs only, and this process trains on {dev}; "
+            "setup: the nccl backend works on CUDA GPUs only, and this "
+            f"process trains on {dev}; "
             f"use backend='gloo'"
         )
     dist.init_process_group(
@@ -185,13 +211,15 @@ def setup(
 
 
 def cleanup() -> None:
-    """Leave the process group, if this process is in one (a no-op otherwise)."""
+    """Leave the process group, if this process is in one (a no-op
+    otherwise)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #d542e144
 GPU_RECIPES: dict[str, Recipe] = {
-    # nanoGPT's character-level Shakespeare on one GPU (config/train_shakespeare_char.py), in gptlib's terms
+    # nanoGPT's character-level Shakespeare on one GPU
+    # (config/train_shakespeare_char.py), in gptlib's terms
     "shakespeare-char-gpu": Recipe(
         "char",
         dict(
@@ -232,10 +260,14 @@ _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 def make_recipe(
     name: str | Recipe, *, max_chars: int | None = None, **fields: Any
 ) -> Recipe:
-    """The recipe ``name`` (a key of ``gptlib.train.RECIPES`` or :data:`GPU_RECIPES`, or a
-    :class:`~gptlib.train.Recipe`) with fields replaced: model fields (``n_layer``, ``n_embd``, ...) and
-    :class:`~gptlib.train.TrainConfig` fields (``max_iters``, ``batch_size``, ...) by keyword, and
-    ``max_chars`` to train on the first characters of each split only. ValueError for an unknown recipe
+    """The recipe ``name`` (a key of ``gptlib.train.RECIPES`` or
+    :data:`GPU_RECIPES`, or a
+    :class:`~gptlib.train.Recipe`) with fields replaced: model fields
+    (``n_layer``, ``n_embd``, ...) and
+    :class:`~gptlib.train.TrainConfig` fields (``max_iters``, ``batch_size``,
+    ...) by keyword, and
+    ``max_chars`` to train on the first characters of each split only.
+    ValueError for an unknown recipe
     or field, or a value the configs refuse."""
     recipes = {**RECIPES, **GPU_RECIPES}
     if isinstance(name, Recipe):
@@ -244,12 +276,14 @@ def make_recipe(
         recipe = recipes[name]
     else:
         raise ValueError(
-            f"make_recipe: unknown recipe {name!r}; the recipes are {sorted(recipes)}"
+            f"make_recipe: unknown recipe {name!r}; the recipes are "
+            f"{sorted(recipes)}"
         )
     unknown = sorted(set(fields) - set(_MODEL_FIELDS) - set(_TRAIN_FIELDS))
     if unknown:
         raise ValueError(
-            f"make_recipe: unknown fields {unknown}; model fields are {list(_MODEL_FIELDS)}, "
+            f"make_recipe: unknown fields {unknown}; model fields are "
+            f"{list(_MODEL_FIELDS)}, "
             f"training fields are {list(_TRAIN_FIELDS)}"
         )
     if max_chars is not None and (
@@ -258,7 +292,8 @@ def make_recipe(
         or max_chars < 2
     ):
         raise ValueError(
-            f"make_recipe: max_chars must be an int >= 2 or None, got {max_chars!r}"
+            "make_recipe: max_chars must be an int >= 2 or None, got "
+            f"{max_chars!r}"
         )
     model = {
         **recipe.model,
@@ -286,16 +321,23 @@ def run_recipe(
     compile: bool = False,
     show_progress: bool = True,
 ) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
-    """Train ``recipe`` on ``device`` (default :func:`pick_device`) with :func:`gptlib.train.train`, writing
-    checkpoints to ``out`` if given, and return the model, tokenizer and history.
+    """Train ``recipe`` on ``device`` (default :func:`pick_device`) with
+    :func:`gptlib.train.train`, writing
+    checkpoints to ``out`` if given, and return the model, tokenizer and
+    history.
 
-    In processes started by torchrun, after :func:`setup`, every process calls this and ``train`` trains
-    data-parallel; only process 0 writes checkpoints and shows progress. Every process builds the same
-    tokenizer and the same initial model (seeded with ``recipe.seed``). ``compile=True`` compiles the model
-    in place with ``torch.compile`` (worth it on a GPU; the first steps are slow while it compiles)."""
+    In processes started by torchrun, after :func:`setup`, every process calls
+    this and ``train`` trains
+    data-parallel; only process 0 writes checkpoints and shows progress. Every
+    process builds the same
+    tokenizer and the same initial model (seeded with ``recipe.seed``).
+    ``compile=True`` compiles the model
+    in place with ``torch.compile`` (worth it on a GPU; the first steps are
+    slow while it compiles)."""
     if not isinstance(recipe, Recipe):
         raise ValueError(
-            f"run_recipe: recipe must be a gptlib.train.Recipe, got {type(recipe).__name__}"
+            "run_recipe: recipe must be a gptlib.train.Recipe, got "
+            f"{type(recipe).__name__}"
         )
     return train_recipe(
         recipe,
@@ -309,8 +351,10 @@ def run_recipe(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gptlib.distributed",
-        description="Train a gptlib recipe; data-parallel over all processes when started by torchrun, e.g. "
-        "torchrun --standalone --nproc_per_node=2 -m gptlib.distributed --out runs/char",
+        description="Train a gptlib recipe; data-parallel over all processes "
+        "when started by torchrun, e.g. "
+        "torchrun --standalone --nproc_per_node=2 -m gptlib.distributed --out "
+        "runs/char",
     )
     p.add_argument(
         "--recipe",
@@ -343,7 +387,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "bfloat16", "auto"),
         default=None,
-        help="autocast dtype (default: the recipe's); auto: bfloat16 where bf16_supported(device)",
+        help="autocast dtype (default: the recipe's); auto: bfloat16 where "
+        "bf16_supported(device)",
     )
     p.add_argument(
         "--device",
@@ -368,7 +413,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``[torchrun ...] python -m gptlib.distributed --out DIR [options]``
+    """The command line: ``[torchrun ...] python -m gptlib.distributed --out
+    DIR [options]``
     (``--help`` lists them). Returns the exit status."""
     args = _parser().parse_args(argv)
     with setup(args.backend, device=args.device) as info:
@@ -390,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=not args.no_progress,
         )
         if info.world_size > 1:
-            dist.barrier()  # everyone waits until process 0 has written the last checkpoint
+            # everyone waits until process 0 has written the last checkpoint
+            dist.barrier()
         if info.is_main:
             print(
                 _summary(info, recipe.train.max_iters, history, args.out),
@@ -402,8 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _summary(
     info: DistributedInfo, max_iters: int, history: History, out: str
 ) -> str:
-    """The line process 0 prints at the end. The time per step is the median over the steps after the
-    first, whose time includes the evaluation before it; a run of one step has no such time."""
+    """The line process 0 prints at the end. The time per step is the median
+    over the steps after the
+    first, whose time includes the evaluation before it; a run of one step has
+    no such time."""
     steps = [b - a for a, b in zip(history.elapsed, history.elapsed[1:])]
     timing = (
         f", {1000 * statistics.median(steps):.1f} ms per step (median)"
@@ -411,8 +460,10 @@ def _summary(
         else ""
     )
     return (
-        f"{info.world_size} process(es) on {info.device}: {max_iters} step{'' if max_iters == 1 else 's'}"
-        f"{timing}, validation loss {history.val_loss[-1]:.4f}; checkpoint in {out}"
+        f"{info.world_size} process(es) on {info.device}: {max_iters} "
+        f"step{'' if max_iters == 1 else 's'}"
+        f"{timing}, validation loss {history.val_loss[-1]:.4f}; checkpoint in "
+        f"{out}"
     )
 
 
@@ -423,12 +474,16 @@ if (
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #f1f76c02
 def bf16_supported(device: str | torch.device) -> bool:
-    """Whether ``device`` has hardware for bfloat16 arithmetic, so that ``torch.autocast`` to bfloat16
+    """Whether ``device`` has hardware for bfloat16 arithmetic, so that
+    ``torch.autocast`` to bfloat16
     (``TrainConfig(dtype="bfloat16")``) is worth using there.
 
-    CUDA: GPUs of compute capability 8.0 and later (A100, H100, RTX 30xx and newer), as
-    ``torch.cuda.is_bf16_supported(including_emulation=False)`` says. MPS: macOS 14 or later. CPU: x86
-    processors with the AVX-512 BF16 or AMX instructions; on other CPUs autocast to bfloat16 still runs,
+    CUDA: GPUs of compute capability 8.0 and later (A100, H100, RTX 30xx and
+    newer), as
+    ``torch.cuda.is_bf16_supported(including_emulation=False)`` says. MPS:
+    macOS 14 or later. CPU: x86
+    processors with the AVX-512 BF16 or AMX instructions; on other CPUs
+    autocast to bfloat16 still runs,
     emulated, and is usually slower than float32. Other device types: False.
     """
     if not isinstance(device, torch.device):
@@ -436,7 +491,8 @@ def bf16_supported(device: str | torch.device) -> bool:
             device = torch.device(device)
         except (RuntimeError, TypeError):
             raise ValueError(
-                f"bf16_supported: {device!r} is not a device; use one of {DEVICE_TYPES}"
+                f"bf16_supported: {device!r} is not a device; use one of "
+                f"{DEVICE_TYPES}"
             ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -31,11 +31,13 @@ FOLIO: dict[str, str] = {
     "roman": "tragedy",
     "tragedies": "tragedy",
 }
-"""The six kinds of :data:`gptlib.data.KINDS` folded into the First Folio's three groups."""
+"""The six kinds of :data:`gptlib.data.KINDS` folded into the First Folio's
+three groups."""
 
 
 def class_names(classes: Mapping[str, str] = FOLIO) -> tuple[str, ...]:
-    """The class names of a mapping from kinds to classes, sorted: label ``i`` is ``class_names(classes)[i]``."""
+    """The class names of a mapping from kinds to classes, sorted: label ``i``
+    is ``class_names(classes)[i]``."""
     _check_classes(classes)
     return tuple(sorted(set(classes.values())))
 
@@ -43,7 +45,8 @@ def class_names(classes: Mapping[str, str] = FOLIO) -> tuple[str, ...]:
 def _check_classes(classes: Mapping[str, str]) -> None:
     if not isinstance(classes, Mapping) or not classes:
         raise ValueError(
-            f"classes must be a non-empty mapping from kinds to class names, got {classes!r}"
+            "classes must be a non-empty mapping from kinds to class names, "
+            f"got {classes!r}"
         )
     unknown = sorted(str(k) for k in classes if k not in KINDS)
     if unknown:
@@ -57,18 +60,21 @@ def _check_classes(classes: Mapping[str, str]) -> None:
         )
     if len(set(classes.values())) < 2:
         raise ValueError(
-            f"classes: a classifier needs at least two classes, got {sorted(set(classes.values()))}"
+            "classes: a classifier needs at least two classes, got "
+            f"{sorted(set(classes.values()))}"
         )
 
 
 def split_plays(
     held_out: Iterable[str] = VALIDATION_PLAYS,
 ) -> tuple[list[str], list[str]]:
-    """``(train, test)``: the slugs of all plays but ``held_out``, and those of ``held_out``, in
+    """``(train, test)``: the slugs of all plays but ``held_out``, and those of
+    ``held_out``, in
     :func:`gptlib.data.plays` order. No play is in both."""
     if isinstance(held_out, str):
         raise ValueError(
-            "split_plays: held_out must be a list of play slugs, not a single string"
+            "split_plays: held_out must be a list of play slugs, not a single "
+            "string"
         )
     held = list(held_out)
     known = [p.slug for p in plays()]
@@ -79,14 +85,16 @@ def split_plays(
         )
     if not held or len(set(held)) == len(known):
         raise ValueError(
-            "split_plays: hold out at least one play and leave at least one to train on"
+            "split_plays: hold out at least one play and leave at least one "
+            "to train on"
         )
     return [s for s in known if s not in held], [s for s in known if s in held]
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #1ea2a56c
 @dataclass(frozen=True)
 class Passage:
-    """A labelled passage: ``text``, its class ``label`` (an index into :func:`class_names`) and the
+    """A labelled passage: ``text``, its class ``label`` (an index into
+    :func:`class_names`) and the
     ``slug`` of the play it comes from."""
 
     text: str
@@ -95,8 +103,10 @@ class Passage:
 
 
 def chunks(text: str, chars: int) -> list[str]:
-    """Non-overlapping pieces of exactly ``chars`` characters of ``text``, each starting at the start of a
-    non-empty line: the first at the first line, each next one at the first line start after the
+    """Non-overlapping pieces of exactly ``chars`` characters of ``text``, each
+    starting at the start of a
+    non-empty line: the first at the first line, each next one at the first
+    line start after the
     previous piece ends. A last piece shorter than ``chars`` is dropped."""
     if isinstance(chars, bool) or not isinstance(chars, int) or chars < 1:
         raise ValueError(
@@ -126,23 +136,29 @@ def passages(
     per_class: int | None = None,
     seed: int = 0,
 ) -> list[Passage]:
-    """Labelled passages of ``chars`` characters (see :func:`chunks`) from the plays ``slugs``.
+    """Labelled passages of ``chars`` characters (see :func:`chunks`) from the
+    plays ``slugs``.
 
-    A play's label is ``classes[kind]`` (as an index into :func:`class_names` of ``classes``); plays of
-    a kind missing from ``classes`` are left out. With ``per_class``, ``per_class`` passages of each
-    class drawn at random (a class with fewer is an error), else all of them; in a random order
+    A play's label is ``classes[kind]`` (as an index into :func:`class_names`
+    of ``classes``); plays of
+    a kind missing from ``classes`` are left out. With ``per_class``,
+    ``per_class`` passages of each
+    class drawn at random (a class with fewer is an error), else all of them;
+    in a random order
     fixed by ``seed``.
     """
     if isinstance(slugs, str) or not isinstance(slugs, Sequence) or not slugs:
         raise ValueError(
-            f"passages: slugs must be a non-empty list of play slugs, got {slugs!r}"
+            "passages: slugs must be a non-empty list of play slugs, got "
+            f"{slugs!r}"
         )
     names = class_names(classes)
     kind_of = {p.slug: p.kind for p in plays()}
     unknown = sorted(set(slugs) - set(kind_of))
     if unknown:
         raise ValueError(
-            f"passages: unknown plays {unknown}; the plays are {sorted(kind_of)}"
+            f"passages: unknown plays {unknown}; the plays are "
+            f"{sorted(kind_of)}"
         )
     if per_class is not None and (
         isinstance(per_class, bool)
@@ -150,7 +166,8 @@ def passages(
         or per_class < 1
     ):
         raise ValueError(
-            f"passages: per_class must be a positive int or None, got {per_class!r}"
+            "passages: per_class must be a positive int or None, got "
+            f"{per_class!r}"
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"passages: seed must be an int >= 0, got {seed!r}")
@@ -167,7 +184,8 @@ def passages(
         if per_class is not None:
             if len(items) < per_class:
                 raise ValueError(
-                    f"passages: class {names[label]!r} has {len(items)} passages in these plays, "
+                    f"passages: class {names[label]!r} has {len(items)} "
+                    "passages in these plays, "
                     f"fewer than per_class={per_class}"
                 )
             items = rng.sample(items, per_class)
@@ -178,8 +196,10 @@ def passages(
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #68d07610
 @dataclass(frozen=True)
 class Examples:
-    """Token ids of passages, ready for a :class:`GPTClassifier`: ``ids`` ``(N, T)`` right-padded with
-    id 0, the number of real tokens of each row ``lengths`` ``(N,)`` and the class ``labels`` ``(N,)``.
+    """Token ids of passages, ready for a :class:`GPTClassifier`: ``ids`` ``(N,
+    T)`` right-padded with
+    id 0, the number of real tokens of each row ``lengths`` ``(N,)`` and the
+    class ``labels`` ``(N,)``.
     Index it with a tensor or slice to get a subset."""
 
     ids: Tensor
@@ -198,14 +218,16 @@ class Examples:
             or labels.shape != (ids.shape[0],)
         ):
             raise ValueError(
-                f"Examples: need ids (N, T), lengths (N,) and labels (N,), got {tuple(ids.shape)}, "
+                "Examples: need ids (N, T), lengths (N,) and labels (N,), "
+                f"got {tuple(ids.shape)}, "
                 f"{tuple(lengths.shape)} and {tuple(labels.shape)}"
             )
         if len(lengths) and (
             lengths.min() < 1 or lengths.max() > ids.shape[1]
         ):
             raise ValueError(
-                f"Examples: lengths must lie in [1, {ids.shape[1]}], got {lengths.min().item()} to "
+                f"Examples: lengths must lie in [1, {ids.shape[1]}], got "
+                f"{lengths.min().item()} to "
                 f"{lengths.max().item()}"
             )
         if len(labels) and labels.min() < 0:
@@ -220,7 +242,8 @@ class Examples:
         )
 
     def to(self, device: str | torch.device) -> Examples:
-        """The same examples with their tensors on ``device`` (their integer dtypes unchanged)."""
+        """The same examples with their tensors on ``device`` (their integer
+        dtypes unchanged)."""
         return Examples(
             self.ids.to(device),
             self.lengths.to(device),
@@ -233,7 +256,8 @@ def encode_passages(
     items: Sequence[Passage],
     block_size: int,
 ) -> Examples:
-    """Encode ``items`` with ``tokenizer``, keep the first ``block_size`` tokens of each, pad to ``block_size``
+    """Encode ``items`` with ``tokenizer``, keep the first ``block_size``
+    tokens of each, pad to ``block_size``
     (for a :class:`GPTClassifier`, the GPT's context or a multiple of it)."""
     if (
         isinstance(block_size, bool)
@@ -241,7 +265,8 @@ def encode_passages(
         or block_size < 1
     ):
         raise ValueError(
-            f"encode_passages: block_size must be a positive int, got {block_size!r}"
+            "encode_passages: block_size must be a positive int, got "
+            f"{block_size!r}"
         )
     if not items or not all(isinstance(p, Passage) for p in items):
         raise ValueError(
@@ -269,18 +294,28 @@ _POOLING = ("mean", "last")
 class GPTClassifier(nn.Module):
     """A GPT with a linear classification head on its final hidden states.
 
-    The features of a passage are the GPT's :meth:`~gptlib.model.GPT.hidden_states` pooled over its real
-    tokens: their mean (``pooling="mean"``) or the state at the last one (``"last"``, as in GPT-1). A passage
-    longer than the GPT's context is cut into windows of ``block_size`` tokens, read independently; with
-    ``"last"``, only the window holding the last real token is read, since no other one affects it. ``head``
-    maps them to ``n_classes`` logits. ``lm_weight`` adds that multiple of the language-model loss on the same
+    The features of a passage are the GPT's
+    :meth:`~gptlib.model.GPT.hidden_states` pooled over its real
+    tokens: their mean (``pooling="mean"``) or the state at the last one
+    (``"last"``, as in GPT-1). A passage
+    longer than the GPT's context is cut into windows of ``block_size`` tokens,
+    read independently; with
+    ``"last"``, only the window holding the last real token is read, since no
+    other one affects it. ``head``
+    maps them to ``n_classes`` logits. ``lm_weight`` adds that multiple of the
+    language-model loss on the same
     passages to the classification loss.
 
-    The classifier starts from a copy of ``gpt`` (``copy.deepcopy``, on its device and in its dtype, without
-    its gradients), kept as ``self.gpt``; the head is made on the same device and in the same dtype. Building,
-    freezing or training a classifier therefore never changes ``gpt`` or any other classifier built from it, at
-    the cost of one copy of the GPT's weights per classifier. ``freeze=True`` turns off ``requires_grad`` on
-    the copy, so that only the head learns: a linear probe; ``freeze=False`` turns it on for every weight of the
+    The classifier starts from a copy of ``gpt`` (``copy.deepcopy``, on its
+    device and in its dtype, without
+    its gradients), kept as ``self.gpt``; the head is made on the same device
+    and in the same dtype. Building,
+    freezing or training a classifier therefore never changes ``gpt`` or any
+    other classifier built from it, at
+    the cost of one copy of the GPT's weights per classifier. ``freeze=True``
+    turns off ``requires_grad`` on
+    the copy, so that only the head learns: a linear probe; ``freeze=False``
+    turns it on for every weight of the
     copy, so that the whole model learns.
     """
 
@@ -296,7 +331,8 @@ class GPTClassifier(nn.Module):
         super().__init__()
         if not isinstance(gpt, GPT):
             raise ValueError(
-                f"GPTClassifier: gpt must be a gptlib.model.GPT, got {type(gpt).__name__}"
+                "GPTClassifier: gpt must be a gptlib.model.GPT, got "
+                f"{type(gpt).__name__}"
             )
         if (
             isinstance(n_classes, bool)
@@ -304,11 +340,13 @@ class GPTClassifier(nn.Module):
             or n_classes < 2
         ):
             raise ValueError(
-                f"GPTClassifier: n_classes must be an int >= 2, got {n_classes!r}"
+                "GPTClassifier: n_classes must be an int >= 2, got "
+                f"{n_classes!r}"
             )
         if pooling not in _POOLING:
             raise ValueError(
-                f"GPTClassifier: pooling must be one of {_POOLING}, got {pooling!r}"
+                f"GPTClassifier: pooling must be one of {_POOLING}, got "
+                f"{pooling!r}"
             )
         if (
             isinstance(lm_weight, bool)
@@ -316,7 +354,8 @@ class GPTClassifier(nn.Module):
             or not 0 <= lm_weight < float("inf")
         ):
             raise ValueError(
-                f"GPTClassifier: lm_weight must be a finite number >= 0, got {lm_weight!r}"
+                "GPTClassifier: lm_weight must be a finite number >= 0, got "
+                f"{lm_weight!r}"
             )
         if not isinstance(freeze, bool):
             raise ValueError(
@@ -324,7 +363,8 @@ class GPTClassifier(nn.Module):
             )
         if freeze and lm_weight:
             raise ValueError(
-                "GPTClassifier: with freeze=True the GPT cannot learn, so lm_weight must be 0"
+                "GPTClassifier: with freeze=True the GPT cannot learn, so "
+                "lm_weight must be 0"
             )
         self.gpt = copy.deepcopy(
             gpt
@@ -348,22 +388,28 @@ class GPTClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}, lm_weight={self.lm_weight}, freeze={self.freeze}"
+        return (
+            f"pooling={self.pooling!r}, lm_weight={self.lm_weight}, "
+            f"freeze={self.freeze}"
+        )
 
     def _check(
         self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None
     ) -> Tensor:
         if not isinstance(idx, Tensor) or idx.dim() != 2:
             raise ValueError(
-                f"GPTClassifier: idx must be a 2-D tensor (batch, time) of token ids, got "
+                "GPTClassifier: idx must be a 2-D tensor (batch, time) of "
+                "token ids, got "
                 f"{tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}"
             )
         B, T = idx.shape
         block_size = self.gpt.config.block_size
         if T > block_size and T % block_size:
             raise ValueError(
-                f"GPTClassifier: a passage longer than the context block_size={block_size} is cut into "
-                f"windows of block_size tokens, so its length must be a multiple of it; got {T}"
+                "GPTClassifier: a passage longer than the context "
+                f"block_size={block_size} is cut into "
+                "windows of block_size tokens, so its length must be a "
+                f"multiple of it; got {T}"
             )
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=idx.device)
@@ -374,7 +420,8 @@ class GPTClassifier(nn.Module):
             or (B and (lengths.min() < 1 or lengths.max() > T))
         ):
             raise ValueError(
-                f"GPTClassifier: lengths must be {B} integers in [1, {T}] (the real tokens of each row)"
+                f"GPTClassifier: lengths must be {B} integers in [1, {T}] "
+                "(the real tokens of each row)"
             )
         if labels is not None and (
             not isinstance(labels, Tensor)
@@ -384,12 +431,14 @@ class GPTClassifier(nn.Module):
             or (B and (labels.min() < 0 or labels.max() >= self.n_classes))
         ):
             raise ValueError(
-                f"GPTClassifier: labels must be {B} class indices in [0, {self.n_classes})"
+                f"GPTClassifier: labels must be {B} class indices in [0, "
+                f"{self.n_classes})"
             )
         return lengths.long()
 
     def features(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The pooled features ``(B, n_embd)`` of the passages ``idx`` ``(B, T)`` with ``lengths`` real tokens."""
+        """The pooled features ``(B, n_embd)`` of the passages ``idx`` ``(B,
+        T)`` with ``lengths`` real tokens."""
         lengths = self._check(idx, None, lengths)
         return self._features(idx, lengths)
 
@@ -397,7 +446,8 @@ class GPTClassifier(nn.Module):
         B, T = idx.shape
         block_size = self.gpt.config.block_size
         if self.pooling == "last" and T > block_size:
-            # the windows are read independently, so only the one holding the last real token matters
+            # the windows are read independently, so only the one holding the
+            # last real token matters
             rows, last = torch.arange(B, device=idx.device), lengths - 1
             window = idx.reshape(B, T // block_size, block_size)[
                 rows, last // block_size
@@ -410,7 +460,8 @@ class GPTClassifier(nn.Module):
         block_size = self.gpt.config.block_size
         if T <= block_size:
             return self.gpt.hidden_states(idx)
-        # a longer passage is cut into windows the GPT reads one by one, each from position 0
+        # a longer passage is cut into windows the GPT reads one by one, each
+        # from position 0
         return self.gpt.hidden_states(
             idx.reshape(B * T // block_size, block_size)
         ).reshape(B, T, -1)
@@ -430,9 +481,12 @@ class GPTClassifier(nn.Module):
         labels: Tensor | None = None,
         lengths: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)`` (right-padded; ``lengths``
-        real tokens each, default all ``T``), and with ``labels`` the loss: the mean cross-entropy of the
-        labels plus ``lm_weight`` times the language-model loss of the passages' real tokens."""
+        """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)``
+        (right-padded; ``lengths``
+        real tokens each, default all ``T``), and with ``labels`` the loss: the
+        mean cross-entropy of the
+        labels plus ``lm_weight`` times the language-model loss of the
+        passages' real tokens."""
         lengths = self._check(idx, labels, lengths)
         if labels is None or not self.lm_weight:
             logits = self.head(self._features(idx, lengths))
@@ -444,7 +498,8 @@ class GPTClassifier(nn.Module):
         )  # the language-model loss needs the hidden states of every window
         logits = self.head(self._pool(h, lengths))
         loss = F.cross_entropy(logits, labels.long())
-        # position t predicts token t + 1, unless that is padding or starts the next window
+        # position t predicts token t + 1, unless that is padding or starts the
+        # next window
         nxt = torch.arange(1, idx.shape[1], device=idx.device)
         unseen = (nxt >= lengths[:, None]) | (
             nxt % self.gpt.config.block_size == 0
@@ -490,32 +545,43 @@ def finetune(
     *,
     show_progress: bool = True,
 ) -> list[float]:
-    """Train ``classifier`` in place on ``train`` and return the loss of every step.
+    """Train ``classifier`` in place on ``train`` and return the loss of every
+    step.
 
-    Uses of ``config`` (a :class:`gptlib.train.TrainConfig`): ``max_iters`` steps on batches of
-    ``batch_size`` examples drawn at random (with a generator seeded by ``seed``, which also seeds
+    Uses of ``config`` (a :class:`gptlib.train.TrainConfig`): ``max_iters``
+    steps on batches of
+    ``batch_size`` examples drawn at random (with a generator seeded by
+    ``seed``, which also seeds
     dropout), the schedule of :func:`gptlib.train.learning_rate`, AdamW from
-    :func:`gptlib.train.configure_optimizer` (only the parameters that require gradients) and
-    ``grad_clip``. Its evaluation and checkpoint fields are not used. With a frozen GPT (a linear probe)
-    the features of ``train`` are computed once, in eval mode, and only the head trains on them.
-    The classifier trains on the device it is on: ``train`` may stay on the CPU, and each batch is moved
+    :func:`gptlib.train.configure_optimizer` (only the parameters that require
+    gradients) and
+    ``grad_clip``. Its evaluation and checkpoint fields are not used. With a
+    frozen GPT (a linear probe)
+    the features of ``train`` are computed once, in eval mode, and only the
+    head trains on them.
+    The classifier trains on the device it is on: ``train`` may stay on the
+    CPU, and each batch is moved
     there. Leaves the classifier in eval mode.
     """
     if not isinstance(classifier, GPTClassifier):
         raise ValueError(
-            f"finetune: classifier must be a GPTClassifier, got {type(classifier).__name__}"
+            "finetune: classifier must be a GPTClassifier, got "
+            f"{type(classifier).__name__}"
         )
     if not isinstance(train, Examples) or len(train) == 0:
         raise ValueError(
-            "finetune: train must be a non-empty Examples (see encode_passages)"
+            "finetune: train must be a non-empty Examples (see "
+            "encode_passages)"
         )
     if not isinstance(config, TrainConfig):
         raise ValueError(
-            f"finetune: config must be a gptlib.train.TrainConfig, got {type(config).__name__}"
+            "finetune: config must be a gptlib.train.TrainConfig, got "
+            f"{type(config).__name__}"
         )
     if train.labels.max() >= classifier.n_classes:
         raise ValueError(
-            f"finetune: a label is {train.labels.max().item()}, the classifier has "
+            f"finetune: a label is {train.labels.max().item()}, the "
+            "classifier has "
             f"{classifier.n_classes} classes"
         )
     c = config
@@ -562,8 +628,10 @@ def finetune(
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #0650bb53
 @dataclass(frozen=True)
 class Scores:
-    """How well predictions match labels: ``accuracy``, ``balanced_accuracy`` (the mean recall of the
-    classes), ``macro_f1`` (the mean F1 of the classes) and the ``confusion`` matrix, whose row ``i``,
+    """How well predictions match labels: ``accuracy``, ``balanced_accuracy``
+    (the mean recall of the
+    classes), ``macro_f1`` (the mean F1 of the classes) and the ``confusion``
+    matrix, whose row ``i``,
     column ``j`` counts the examples of class ``i`` predicted as ``j``."""
 
     accuracy: float
@@ -573,7 +641,8 @@ class Scores:
 
 
 def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
-    """The :class:`Scores` of ``predictions`` against ``labels`` (1-D tensors of class indices)."""
+    """The :class:`Scores` of ``predictions`` against ``labels`` (1-D tensors
+    of class indices)."""
     if (
         isinstance(n_classes, bool)
         or not isinstance(n_classes, int)
@@ -592,7 +661,8 @@ def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
             or t.max() >= n_classes
         ):
             raise ValueError(
-                f"scores: {name} must be a non-empty 1-D tensor of class indices in [0, {n_classes})"
+                f"scores: {name} must be a non-empty 1-D tensor of class "
+                f"indices in [0, {n_classes})"
             )
     if predictions.shape != labels.shape:
         raise ValueError(
@@ -621,7 +691,8 @@ def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
 def predict(
     classifier: GPTClassifier, examples: Examples, batch_size: int = 256
 ) -> Tensor:
-    """The predicted class of every example (in eval mode, ``batch_size`` at a time, each batch moved to the
+    """The predicted class of every example (in eval mode, ``batch_size`` at a
+    time, each batch moved to the
     classifier's device), on the device of ``examples``."""
     if not isinstance(examples, Examples) or len(examples) == 0:
         raise ValueError("predict: examples must be a non-empty Examples")

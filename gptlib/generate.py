@@ -22,7 +22,8 @@ def _check_temperature(temperature: object, where: str) -> float:
         or temperature <= 0
     ):
         raise ValueError(
-            f"{where}: temperature must be a finite number > 0, got {temperature!r} "
+            f"{where}: temperature must be a finite number > 0, got "
+            f"{temperature!r} "
             "(for greedy decoding use top_k=1)"
         )
     return float(temperature)
@@ -33,7 +34,8 @@ def _check_top_k(top_k: object, where: str) -> int | None:
         return None
     if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
         raise ValueError(
-            f"{where}: top_k must be an int >= 1 (1 is greedy decoding) or None (no top-k "
+            f"{where}: top_k must be an int >= 1 (1 is greedy decoding) or "
+            "None (no top-k "
             f"filter), got {top_k!r}"
         )
     return int(top_k)
@@ -48,7 +50,8 @@ def _check_top_p(top_p: object, where: str) -> float | None:
         or not 0 < top_p <= 1
     ):
         raise ValueError(
-            f"{where}: top_p must be a number in (0, 1] (1 keeps every token) or None (no "
+            f"{where}: top_p must be a number in (0, 1] (1 keeps every token) "
+            "or None (no "
             f"top-p filter), got {top_p!r}"
         )
     return float(top_p)
@@ -67,7 +70,8 @@ def _check_logits(logits: object, where: str) -> None:
             else type(logits).__name__
         )
         raise ValueError(
-            f"{where}: logits must be a floating-point tensor (..., vocab_size) with at least "
+            f"{where}: logits must be a floating-point tensor (..., "
+            "vocab_size) with at least "
             f"one token, got {got}"
         )
 
@@ -76,10 +80,13 @@ __all__ = ['top_k_filter', 'top_p_filter', 'next_token_probs', 'window_start', '
 
 # %% ../chapters/03-gpt/04-generation.ipynb #5e786121
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
-    """``logits`` with every token outside the ``k`` most probable set to ``-inf`` (along the last dimension).
+    """``logits`` with every token outside the ``k`` most probable set to
+    ``-inf`` (along the last dimension).
 
-    A token is kept if its logit is at least the ``k``-th largest, so tokens tied with the ``k``-th are all
-    kept (as in Hugging Face's ``TopKLogitsWarper``); ``k`` at least the vocabulary size keeps everything.
+    A token is kept if its logit is at least the ``k``-th largest, so tokens
+    tied with the ``k``-th are all
+    kept (as in Hugging Face's ``TopKLogitsWarper``); ``k`` at least the
+    vocabulary size keeps everything.
     """
     _check_logits(logits, "top_k_filter")
     k = _check_top_k(k, "top_k_filter")
@@ -96,11 +103,15 @@ def _top_k(logits: Tensor, k: int) -> Tensor:
 
 # %% ../chapters/03-gpt/04-generation.ipynb #f3ba0cb4
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    """``logits`` with every token outside the nucleus set to ``-inf`` (top-p, or nucleus, filtering).
+    """``logits`` with every token outside the nucleus set to ``-inf`` (top-p,
+    or nucleus, filtering).
 
-    The nucleus is the smallest set of most probable tokens whose probabilities sum to at least ``p``, so
-    at least one token is always kept; tokens exactly as probable as the least probable kept token are
-    kept too, so the result does not depend on how ties are sorted. ``p = 1`` keeps every token.
+    The nucleus is the smallest set of most probable tokens whose probabilities
+    sum to at least ``p``, so
+    at least one token is always kept; tokens exactly as probable as the least
+    probable kept token are
+    kept too, so the result does not depend on how ties are sorted. ``p = 1``
+    keeps every token.
     """
     _check_logits(logits, "top_p_filter")
     p = _check_top_p(p, "top_p_filter")
@@ -132,8 +143,10 @@ def next_token_probs(
     top_k: int | None = None,
     top_p: float | None = None,
 ) -> Tensor:
-    """The distribution of the next token: ``softmax`` of ``logits / temperature`` after :func:`top_k_filter`
-    and then :func:`top_p_filter` (Hugging Face's order: temperature, top-k, top-p). Same shape as ``logits``.
+    """The distribution of the next token: ``softmax`` of ``logits /
+    temperature`` after :func:`top_k_filter`
+    and then :func:`top_p_filter` (Hugging Face's order: temperature, top-k,
+    top-p). Same shape as ``logits``.
     """
     _check_logits(logits, "next_token_probs")
     return _probs(
@@ -166,7 +179,9 @@ def _pick(
 ) -> Tensor:
     if (
         top_k == 1
-    ):  # greedy: the most probable token (the lowest id among ties), no random numbers drawn
+        # greedy: the most probable token (the lowest id among ties), no random
+        # numbers drawn
+    ):
         return logits.argmax(dim=-1)
     probs = _probs(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
@@ -175,14 +190,21 @@ def _pick(
 def window_start(
     start: int | None, length: int, block_size: int, keep: int
 ) -> int:
-    """Where the context window begins when a sequence of ``length`` tokens predicts the next token.
+    """Where the context window begins when a sequence of ``length`` tokens
+    predicts the next token.
 
-    The rule of :func:`generate`, with and without a cache. ``start`` is where the window began for the
-    previous prediction, or None for the first one, whose window is the last ``block_size`` tokens of the
-    prompt (all of a shorter prompt). Then the window stays put while ``[start, length)`` fits in
-    ``block_size`` positions; when it would hold ``block_size + 1`` tokens, it jumps forward to keep only the
-    last ``keep`` tokens. ``keep = block_size`` slides the window by one token at a time (every prediction sees
-    a full window); a smaller ``keep`` lets a key/value cache be re-filled once every ``block_size - keep + 1``
+    The rule of :func:`generate`, with and without a cache. ``start`` is where
+    the window began for the
+    previous prediction, or None for the first one, whose window is the last
+    ``block_size`` tokens of the
+    prompt (all of a shorter prompt). Then the window stays put while ``[start,
+    length)`` fits in
+    ``block_size`` positions; when it would hold ``block_size + 1`` tokens, it
+    jumps forward to keep only the
+    last ``keep`` tokens. ``keep = block_size`` slides the window by one token
+    at a time (every prediction sees
+    a full window); a smaller ``keep`` lets a key/value cache be re-filled once
+    every ``block_size - keep + 1``
     tokens instead of at every token.
     """
     for name, value, low in (
@@ -200,7 +222,8 @@ def window_start(
             )
     if keep > block_size:
         raise ValueError(
-            f"window_start: keep={keep} must be at most block_size={block_size}"
+            f"window_start: keep={keep} must be at most "
+            f"block_size={block_size}"
         )
     if start is not None and (
         isinstance(start, bool)
@@ -208,7 +231,8 @@ def window_start(
         or not 0 <= start < length
     ):
         raise ValueError(
-            f"window_start: start must be None or an int in [0, length={length}), got {start!r}"
+            "window_start: start must be None or an int in [0, "
+            f"length={length}), got {start!r}"
         )
     return _window_start(start, length, block_size, keep)
 
@@ -237,7 +261,8 @@ def _check_generate(
 ) -> tuple[float, int | None, float | None, int]:
     if not isinstance(model, GPT):
         raise ValueError(
-            f"{where}: model must be a gptlib.model.GPT, got {type(model).__name__}"
+            f"{where}: model must be a gptlib.model.GPT, got "
+            f"{type(model).__name__}"
         )
     if (
         not isinstance(idx, Tensor)
@@ -252,11 +277,13 @@ def _check_generate(
             else type(idx).__name__
         )
         raise ValueError(
-            f"{where}: idx must be a 2-D tensor (batch, time) of integer token ids, got {got}"
+            f"{where}: idx must be a 2-D tensor (batch, time) of integer "
+            f"token ids, got {got}"
         )
     if idx.numel() == 0:
         raise ValueError(
-            f"{where}: idx must hold at least one token in each of at least one sequence, got shape "
+            f"{where}: idx must hold at least one token in each of at least "
+            "one sequence, got shape "
             f"{tuple(idx.shape)}"
         )
     if (
@@ -265,7 +292,8 @@ def _check_generate(
         or max_new_tokens < 0
     ):
         raise ValueError(
-            f"{where}: max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
+            f"{where}: max_new_tokens must be an int >= 0, got "
+            f"{max_new_tokens!r}"
         )
     temperature = _check_temperature(temperature, where)
     top_k, top_p = _check_top_k(top_k, where), _check_top_p(top_p, where)
@@ -282,32 +310,37 @@ def _check_generate(
         or not 1 <= keep <= block_size
     ):
         raise ValueError(
-            f"{where}: keep must be an int in [1, block_size={block_size}] or None "
+            f"{where}: keep must be an int in [1, block_size={block_size}] or "
+            "None "
             f"(block_size // 2), got {keep!r}"
         )
     device = model.lm_head.weight.device
     if idx.device != device:
         raise ValueError(
-            f"{where}: idx is on {idx.device}, the model on {device}; move one of them"
+            f"{where}: idx is on {idx.device}, the model on {device}; move "
+            "one of them"
         )
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise ValueError(
-                f"{where}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+                f"{where}: generator must be a torch.Generator or None, got "
+                f"{type(generator).__name__}"
             )
         if generator.device.type != device.type or (
             device.index is not None
             and generator.device.index not in (None, device.index)
         ):
             raise ValueError(
-                f"{where}: the generator is on {generator.device}, the model on {device}; make it "
+                f"{where}: the generator is on {generator.device}, the model "
+                f"on {device}; make it "
                 f"with torch.Generator(device={str(device)!r})"
             )
     lo, hi = (int(v) for v in torch.aminmax(idx))
     if lo < 0 or hi >= model.config.vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(
-            f"{where}: token id {bad} is outside the vocabulary [0, vocab_size="
+            f"{where}: token id {bad} is outside the vocabulary [0, "
+            "vocab_size="
             f"{model.config.vocab_size})"
         )
     return temperature, top_k, top_p, int(keep)
@@ -324,21 +357,26 @@ def _tokens(
     generator: torch.Generator | None,
     keep: int,
 ) -> Iterator[int]:
-    """Write the new tokens into ``seq`` (B, prompt_len + new) after the prompt; yield each one's position."""
+    """Write the new tokens into ``seq`` (B, prompt_len + new) after the
+    prompt; yield each one's position."""
     block_size = model.config.block_size
     with torch.inference_mode():
         cache = model.new_cache(seq.shape[0]) if use_cache else None
     start, cached_to = (
         None,
         0,
-    )  # the window is seq[:, start:length]; the cache holds seq[:, start:cached_to]
+        # the window is seq[:, start:length]; the cache holds seq[:,
+        # start:cached_to]
+    )
     for length in range(prompt_len, seq.shape[1]):
         with (
             torch.inference_mode()
         ):  # like no_grad, and lighter: no autograd bookkeeping at all
             new_start = _window_start(start, length, block_size, keep)
-            # GPT._features is hidden_states without its checks: the prompt was checked once, every drawn
-            # id is in the vocabulary and the window rule keeps every input within the context
+            # GPT._features is hidden_states without its checks: the prompt was
+            # checked once, every drawn
+            # id is in the vocabulary and the window rule keeps every input
+            # within the context
             if cache is None:
                 h = model._features(
                     seq[:, new_start:length], 0, None
@@ -346,7 +384,9 @@ def _tokens(
             else:
                 if (
                     new_start != start
-                ):  # a new window: re-fill the cache from its tokens in one pass
+                    # a new window: re-fill the cache from its tokens in one
+                    # pass
+                ):
                     for c in cache:
                         c.reset()
                     cached_to = new_start
@@ -385,18 +425,28 @@ def generate(
     generator: torch.Generator | None = None,
     keep: int | None = None,
 ) -> Tensor:
-    """Continue each sequence of ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens; returns ``(B, T + max_new_tokens)``
+    """Continue each sequence of ``idx`` ``(B, T)`` by ``max_new_tokens``
+    tokens; returns ``(B, T + max_new_tokens)``
     int64 ids, the prompt first.
 
-    Each new token is drawn from :func:`next_token_probs` of the last position's logits: divided by
-    ``temperature``, then filtered by ``top_k`` and ``top_p``. ``top_k=1`` is greedy decoding: the most
-    probable token (argmax, the lowest id among ties), which draws no random numbers. Random draws use
-    ``generator`` (a ``torch.Generator`` on the model's device; None: PyTorch's global one), so the same seed
-    gives the same tokens. ``use_cache=True`` keeps the keys and values of the window in a cache, so each
-    new token costs one position instead of the whole window; both paths follow the same window rule,
-    :func:`window_start`: a prompt longer than the context keeps its last ``block_size`` tokens, and when
-    the window is full it restarts from its last ``keep`` tokens (default ``block_size // 2``;
-    ``keep=block_size`` slides by one token). The model runs in eval mode without gradients; its training
+    Each new token is drawn from :func:`next_token_probs` of the last
+    position's logits: divided by
+    ``temperature``, then filtered by ``top_k`` and ``top_p``. ``top_k=1`` is
+    greedy decoding: the most
+    probable token (argmax, the lowest id among ties), which draws no random
+    numbers. Random draws use
+    ``generator`` (a ``torch.Generator`` on the model's device; None: PyTorch's
+    global one), so the same seed
+    gives the same tokens. ``use_cache=True`` keeps the keys and values of the
+    window in a cache, so each
+    new token costs one position instead of the whole window; both paths follow
+    the same window rule,
+    :func:`window_start`: a prompt longer than the context keeps its last
+    ``block_size`` tokens, and when
+    the window is full it restarts from its last ``keep`` tokens (default
+    ``block_size // 2``;
+    ``keep=block_size`` slides by one token). The model runs in eval mode
+    without gradients; its training
     flag is restored afterwards.
     """
     temperature, top_k, top_p, keep = _check_generate(
@@ -430,7 +480,8 @@ def generate(
 
 @contextlib.contextmanager
 def _evaluating(model: GPT) -> Iterator[None]:
-    """Eval mode inside the block; afterwards every submodule's training flag is what it was before."""
+    """Eval mode inside the block; afterwards every submodule's training flag
+    is what it was before."""
     modes = [(m, m.training) for m in model.modules()]
     if not any(
         training for _, training in modes
@@ -457,9 +508,12 @@ def stream(
     generator: torch.Generator | None = None,
     keep: int | None = None,
 ) -> Iterator[Tensor]:
-    """:func:`generate` one step at a time: an iterator that yields each step's new tokens, shape ``(B,)``, as
-    soon as they are drawn. The same arguments give the same tokens as :func:`generate`. The arguments are
-    checked at once. The model is in eval mode while each step runs, and as the caller left it in between, so
+    """:func:`generate` one step at a time: an iterator that yields each step's
+    new tokens, shape ``(B,)``, as
+    soon as they are drawn. The same arguments give the same tokens as
+    :func:`generate`. The arguments are
+    checked at once. The model is in eval mode while each step runs, and as the
+    caller left it in between, so
     streams on one model may be interleaved.
     """
     temperature, top_k, top_p, keep = _check_generate(

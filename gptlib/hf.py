@@ -32,7 +32,8 @@ __all__ = ['CONV1D_WEIGHTS', 'hub_reachable', 'to_hf_state_dict', 'from_hf_state
 def hub_reachable(
     host: str = "huggingface.co", port: int = 443, timeout: float = 2.0
 ) -> bool:
-    """True if a TCP connection to the Hugging Face Hub opens within `timeout` seconds (name lookup
+    """True if a TCP connection to the Hugging Face Hub opens within `timeout`
+    seconds (name lookup
     included); False at once when ``HF_HUB_OFFLINE`` is set."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
         "1",
@@ -56,7 +57,8 @@ def hub_reachable(
     return bool(ok)
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #63e2a897
-# GPT-2's Conv1D layers: Hugging Face stores their weights as (in, out), nn.Linear as (out, in)
+# GPT-2's Conv1D layers: Hugging Face stores their weights as (in, out),
+# nn.Linear as (out, in)
 CONV1D_WEIGHTS = (
     "attn.c_attn.weight",
     "attn.c_proj.weight",
@@ -66,9 +68,11 @@ CONV1D_WEIGHTS = (
 
 
 def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
-    """The weights of `model` under the names and layouts of Hugging Face's ``GPT2LMHeadModel``.
+    """The weights of `model` under the names and layouts of Hugging Face's
+    ``GPT2LMHeadModel``.
 
-    ``Conv1D`` weights are transposed; the output layer is left out (it is the token embedding, tied);
+    ``Conv1D`` weights are transposed; the output layer is left out (it is the
+    token embedding, tied);
     a ``bias=False`` model gets zero biases, which compute the same function.
     """
     if not isinstance(model, GPT):
@@ -121,19 +125,25 @@ def _layer_names(n_layer: int) -> list[str]:
 def from_hf_state_dict(
     state: Mapping[str, Tensor], config: GPTConfig
 ) -> dict[str, Tensor]:
-    """Hugging Face ``GPT2LMHeadModel`` weights (``transformer.`` prefix optional) as a state dict for
-    ``GPT(config)``: ``Conv1D`` weights transposed, the causal-mask buffers of old checkpoints dropped.
+    """Hugging Face ``GPT2LMHeadModel`` weights (``transformer.`` prefix
+    optional) as a state dict for
+    ``GPT(config)``: ``Conv1D`` weights transposed, the causal-mask buffers of
+    old checkpoints dropped.
 
-    Missing, unexpected and wrongly shaped tensors raise ValueError naming them; an output layer that is
-    not the token embedding (untied) is refused, since :class:`gptlib.model.GPT` ties the two.
+    Missing, unexpected and wrongly shaped tensors raise ValueError naming
+    them; an output layer that is
+    not the token embedding (untied) is refused, since
+    :class:`gptlib.model.GPT` ties the two.
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(
-            f"from_hf_state_dict: expected a GPTConfig, got {type(config).__name__}"
+            "from_hf_state_dict: expected a GPTConfig, got "
+            f"{type(config).__name__}"
         )
     if config.bias is False:
         raise ValueError(
-            "from_hf_state_dict: GPT-2 has biases; pass a config with bias=True"
+            "from_hf_state_dict: GPT-2 has biases; pass a config with "
+            "bias=True"
         )
     state = {
         (
@@ -165,14 +175,16 @@ def from_hf_state_dict(
             else []
         )
         raise ValueError(
-            f"the weights do not fit a GPT-2 of {config.n_layer} layers: {'; '.join(parts)}"
+            f"the weights do not fit a GPT-2 of {config.n_layer} layers: "
+            f"{'; '.join(parts)}"
         )
     wte = state["transformer.wte.weight"]
     if head is not None and (
         head.shape != wte.shape or not torch.equal(head, wte)
     ):
         raise ValueError(
-            "the output layer lm_head.weight differs from the token embedding wte.weight (untied "
+            "the output layer lm_head.weight differs from the token embedding "
+            "wte.weight (untied "
             "weights); gptlib's GPT ties the two, so it cannot hold this model"
         )
     shapes = _expected_shapes(config)
@@ -219,10 +231,14 @@ def _expected_shapes(c: GPTConfig) -> dict[str, tuple[int, ...]]:
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's table from the 256 byte values to printable characters.
 
-    Bytes that are printable characters themselves (``!`` to ``~``, ``¡`` to ``¬``, ``®`` to ``ÿ``) stand
-    for themselves; the other 68 (control characters, the space, ...) get the characters from U+0100 on,
-    in byte order, so the space (byte 32) becomes ``Ġ`` and the newline (byte 10) ``Ċ``. Every token's
-    bytes become a string of visible characters without spaces, which ``vocab.json`` and ``merges.txt``
+    Bytes that are printable characters themselves (``!`` to ``~``, ``¡`` to
+    ``¬``, ``®`` to ``ÿ``) stand
+    for themselves; the other 68 (control characters, the space, ...) get the
+    characters from U+0100 on,
+    in byte order, so the space (byte 32) becomes ``Ġ`` and the newline (byte
+    10) ``Ċ``. Every token's
+    bytes become a string of visible characters without spaces, which
+    ``vocab.json`` and ``merges.txt``
     can hold.
     """
     printable = [
@@ -240,7 +256,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def token_string(token: bytes) -> str:
-    """The bytes of a token as GPT-2's ``vocab.json`` writes them (see :func:`bytes_to_unicode`)."""
+    """The bytes of a token as GPT-2's ``vocab.json`` writes them (see
+    :func:`bytes_to_unicode`)."""
     table = bytes_to_unicode()
     return "".join(table[b] for b in token)
 
@@ -256,7 +273,8 @@ def _token_bytes_of(s: str) -> bytes:
         return bytes(inverse[c] for c in s)
     except KeyError as e:
         raise ValueError(
-            f"the token {s!r} holds the character {e.args[0]!r}, which is not one of GPT-2's 256 "
+            f"the token {s!r} holds the character {e.args[0]!r}, which is not "
+            "one of GPT-2's 256 "
             "byte characters: not a byte-level BPE vocabulary"
         ) from None
 
@@ -264,34 +282,46 @@ def _token_bytes_of(s: str) -> bytes:
 def _check_tokenizer(tokenizer: Any) -> None:
     if isinstance(tokenizer, CharTokenizer):
         raise ValueError(
-            "to_hf: a CharTokenizer cannot be written in GPT-2's format. GPT-2's tokenizer is byte-level "
-            "BPE: its vocabulary starts with the 256 bytes, so it can encode any text, and vocab.json + "
-            "merges.txt describe tokens as bytes and merges. A character vocabulary has neither; train a "
+            "to_hf: a CharTokenizer cannot be written in GPT-2's format. "
+            "GPT-2's tokenizer is byte-level "
+            "BPE: its vocabulary starts with the 256 bytes, so it can encode "
+            "any text, and vocab.json + "
+            "merges.txt describe tokens as bytes and merges. A character "
+            "vocabulary has neither; train a "
             "gptlib.tokenizer.BPETokenizer instead"
         )
     if not isinstance(tokenizer, BPETokenizer):
         raise TypeError(
-            f"to_hf: expected a gptlib.tokenizer.BPETokenizer, got {type(tokenizer).__name__}"
+            "to_hf: expected a gptlib.tokenizer.BPETokenizer, got "
+            f"{type(tokenizer).__name__}"
         )
     if tokenizer.pattern != GPT2_PATTERN:
         raise ValueError(
-            "to_hf: the tokenizer splits text with its own pattern, but GPT-2's format has no place for "
-            "one: Transformers' GPT-2 tokenizers always split with GPT-2's pattern "
-            "(gptlib.tokenizer.GPT2_PATTERN), so they would cut the text differently"
+            "to_hf: the tokenizer splits text with its own pattern, but "
+            "GPT-2's format has no place for "
+            "one: Transformers' GPT-2 tokenizers always split with GPT-2's "
+            "pattern "
+            "(gptlib.tokenizer.GPT2_PATTERN), so they would cut the text "
+            "differently"
         )
     if ENDOFTEXT not in tokenizer.special_tokens:
         raise ValueError(
-            f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; GPT-2's format uses it as the "
-            f"beginning-, end- and unknown-text token (its special tokens: {list(tokenizer.special_tokens)})"
+            f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; GPT-2's format "
+            "uses it as the "
+            "beginning-, end- and unknown-text token (its special tokens: "
+            f"{list(tokenizer.special_tokens)})"
         )
 
 
 def hf_tokenizer_files(
     tokenizer: BPETokenizer, model_max_length: int
 ) -> dict[str, str]:
-    """The files of `tokenizer` in GPT-2's format, as {file name: text}: ``vocab.json`` (each token's bytes
-    as a :func:`token_string`, with its id), ``merges.txt`` (the merges in order, one pair a line),
-    ``tokenizer_config.json`` and ``special_tokens_map.json``. Our ids are kept as they are."""
+    """The files of `tokenizer` in GPT-2's format, as {file name: text}:
+    ``vocab.json`` (each token's bytes
+    as a :func:`token_string`, with its id), ``merges.txt`` (the merges in
+    order, one pair a line),
+    ``tokenizer_config.json`` and ``special_tokens_map.json``. Our ids are kept
+    as they are."""
     _check_tokenizer(tokenizer)
     n = 256 + len(tokenizer.merges)
     pieces = [tokenizer.decode_bytes([i]) for i in range(n)]
@@ -299,7 +329,8 @@ def hf_tokenizer_files(
     for s, i in tokenizer.special_tokens.items():
         if s in vocab:
             raise ValueError(
-                f"to_hf: the special token {s!r} is written like ordinary token {vocab[s]} in vocab.json"
+                f"to_hf: the special token {s!r} is written like ordinary "
+                f"token {vocab[s]} in vocab.json"
             )
         vocab[s] = i
     merges = ["#version: 0.2"] + [
@@ -347,9 +378,12 @@ def hf_tokenizer_files(
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #e847b999
 def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
-    """``config.json`` for `model`: a ``GPT2Config`` with the same shape (``n_positions`` = ``block_size``),
-    GELU's tanh form as ours computes it (``gelu_pytorch_tanh``: ``F.gelu``; GPT-2's own ``gelu_new`` is the same
-    function written out, with other rounding), one dropout rate for all three of GPT-2's, and `eos_token_id` as the
+    """``config.json`` for `model`: a ``GPT2Config`` with the same shape
+    (``n_positions`` = ``block_size``),
+    GELU's tanh form as ours computes it (``gelu_pytorch_tanh``: ``F.gelu``;
+    GPT-2's own ``gelu_new`` is the same
+    function written out, with other rounding), one dropout rate for all three
+    of GPT-2's, and `eos_token_id` as the
     beginning- and end-of-text id."""
     c = model.config
     return {
@@ -384,14 +418,21 @@ def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
 def to_hf(
     model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike
 ) -> Path:
-    """Write `model` and `tokenizer` to the folder `path` in Hugging Face Transformers' GPT-2 format.
+    """Write `model` and `tokenizer` to the folder `path` in Hugging Face
+    Transformers' GPT-2 format.
 
-    The folder holds ``config.json``, ``generation_config.json``, ``model.safetensors`` (``Conv1D`` weights
-    transposed, see :func:`to_hf_state_dict`), and the tokenizer's ``vocab.json``, ``merges.txt``,
-    ``tokenizer_config.json`` and ``special_tokens_map.json`` (see :func:`hf_tokenizer_files`), so that
-    ``GPT2LMHeadModel.from_pretrained(path)``, ``GPT2Tokenizer.from_pretrained(path)`` and
-    ``pipeline("text-generation", model=path)`` load it. It is written to a temporary folder and moved into
-    place, replacing an earlier export; a non-empty folder that is not a model folder is refused.
+    The folder holds ``config.json``, ``generation_config.json``,
+    ``model.safetensors`` (``Conv1D`` weights
+    transposed, see :func:`to_hf_state_dict`), and the tokenizer's
+    ``vocab.json``, ``merges.txt``,
+    ``tokenizer_config.json`` and ``special_tokens_map.json`` (see
+    :func:`hf_tokenizer_files`), so that
+    ``GPT2LMHeadModel.from_pretrained(path)``,
+    ``GPT2Tokenizer.from_pretrained(path)`` and
+    ``pipeline("text-generation", model=path)`` load it. It is written to a
+    temporary folder and moved into
+    place, replacing an earlier export; a non-empty folder that is not a model
+    folder is refused.
     Returns the folder's path.
     """
     if not isinstance(model, GPT):
@@ -401,7 +442,8 @@ def to_hf(
     _check_tokenizer(tokenizer)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(
-            f"to_hf: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+            f"to_hf: the tokenizer has {tokenizer.vocab_size} tokens but the "
+            "model's vocabulary has "
             f"{model.config.vocab_size}: they do not belong together"
         )
     path = Path(path)
@@ -413,7 +455,8 @@ def to_hf(
         and not (path / "config.json").is_file()
     ):
         raise ValueError(
-            f"to_hf: {path} is a non-empty folder without config.json; to_hf only replaces an "
+            f"to_hf: {path} is a non-empty folder without config.json; to_hf "
+            "only replaces an "
             "earlier export, so choose an empty or new folder"
         )
     from safetensors.torch import save_file
@@ -458,17 +501,20 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local folder, or the folder of a Hub model downloaded (when online) or cached by huggingface_hub."""
+    """A local folder, or the folder of a Hub model downloaded (when online) or
+    cached by huggingface_hub."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(
-            f"from_hf: expected a folder or a Hub model name, got {type(name_or_path).__name__}"
+            "from_hf: expected a folder or a Hub model name, got "
+            f"{type(name_or_path).__name__}"
         )
     path = Path(name_or_path)
     if path.is_dir():
         return path
     if path.exists():
         raise ValueError(
-            f"from_hf: {path} is a file; expected a folder such as to_hf or save_pretrained writes"
+            f"from_hf: {path} is a file; expected a folder such as to_hf or "
+            "save_pretrained writes"
         )
     name = str(name_or_path)
     if not _REPO_ID.fullmatch(name) or ".." in name:
@@ -477,7 +523,8 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise FileNotFoundError(
-            f"from_hf: {name!r} is not a folder, and huggingface_hub, which downloads models "
+            f"from_hf: {name!r} is not a folder, and huggingface_hub, which "
+            "downloads models "
             "from the Hub, is not installed"
         ) from None
     online = hub_reachable()
@@ -487,14 +534,16 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
                 name, allow_patterns=_HUB_FILES, local_files_only=not online
             )
         )
-    except Exception as e:  # not found, no network, no cached copy: all mean the same to the caller
+    # not found, no network, no cached copy: all mean the same to the caller
+    except Exception as e:
         why = (
             "could not provide it"
             if online
             else "cannot be reached (offline) and has no cached copy"
         )
         raise FileNotFoundError(
-            f"from_hf: {name!r} is not a local folder, and the Hugging Face Hub {why} "
+            f"from_hf: {name!r} is not a local folder, and the Hugging Face "
+            f"Hub {why} "
             f"({type(e).__name__})"
         ) from None
 
@@ -508,7 +557,8 @@ def _read_json_file(path: Path) -> dict:
         ) from None
     if not isinstance(data, dict):
         raise ValueError(
-            f"from_hf: {path.name} must hold a JSON object, got {type(data).__name__}"
+            f"from_hf: {path.name} must hold a JSON object, got "
+            f"{type(data).__name__}"
         )
     return data
 
@@ -517,7 +567,8 @@ def _read_config(folder: Path) -> GPTConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"from_hf: the folder {folder.name!r} has no config.json, so it is not a "
+            f"from_hf: the folder {folder.name!r} has no config.json, so it "
+            "is not a "
             "Transformers model folder"
         )
     cfg = _read_json_file(path)
@@ -525,7 +576,8 @@ def _read_config(folder: Path) -> GPTConfig:
     if kind != "gpt2":
         raise ValueError(
             f"from_hf: config.json describes a {kind!r} model (architectures "
-            f"{cfg.get('architectures')}); from_hf reads GPT-2-style models only (model_type 'gpt2', "
+            f"{cfg.get('architectures')}); from_hf reads GPT-2-style models "
+            "only (model_type 'gpt2', "
             "GPT2LMHeadModel), whose layers are gptlib's GPT's one for one"
         )
     n_embd = cfg.get("n_embd", 768)
@@ -535,7 +587,8 @@ def _read_config(folder: Path) -> GPTConfig:
         "gelu_pytorch_tanh",
     ):
         problems.append(
-            f"activation_function {cfg['activation_function']!r} (ours is GELU's tanh form, 'gelu_new' "
+            f"activation_function {cfg['activation_function']!r} (ours is "
+            "GELU's tanh form, 'gelu_new' "
             "or 'gelu_pytorch_tanh')"
         )
     if cfg.get("layer_norm_epsilon", 1e-5) != 1e-5:
@@ -556,8 +609,8 @@ def _read_config(folder: Path) -> GPTConfig:
             problems.append(f"{key} {cfg[key]!r} (ours is {ours})")
     if problems:
         raise ValueError(
-            "from_hf: config.json describes a GPT-2 variant that gptlib's GPT does not compute: "
-            + "; ".join(problems)
+            "from_hf: config.json describes a GPT-2 variant that gptlib's GPT "
+            "does not compute: " + "; ".join(problems)
         )
     try:
         return GPTConfig(
@@ -574,7 +627,8 @@ def _read_config(folder: Path) -> GPTConfig:
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #a0e38aea
 def _special_names(folder: Path) -> set[str]:
-    """The special tokens that the tokenizer files of `folder` declare (and GPT-2's end-of-text token)."""
+    """The special tokens that the tokenizer files of `folder` declare (and
+    GPT-2's end-of-text token)."""
     names = {ENDOFTEXT}
     for file in (
         "tokenizer_config.json",
@@ -597,21 +651,26 @@ def _special_names(folder: Path) -> set[str]:
 
 
 def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
-    """The vocabulary and the merges (as merges.txt lines) of a Hugging Face ``tokenizer.json``."""
+    """The vocabulary and the merges (as merges.txt lines) of a Hugging Face
+    ``tokenizer.json``."""
     data = _read_json_file(path)
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE":
         kind = model.get("type") if isinstance(model, dict) else None
         raise ValueError(
-            f"from_hf: tokenizer.json holds a {kind!r} model, not GPT-2's byte-level BPE"
+            f"from_hf: tokenizer.json holds a {kind!r} model, not GPT-2's "
+            "byte-level BPE"
         )
     vocab, merges = model.get("vocab"), model.get("merges")
     if not isinstance(vocab, dict) or not isinstance(merges, list):
         raise ValueError(
-            "from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or merges (model.merges)"
+            "from_hf: tokenizer.json has no BPE vocabulary (model.vocab) or "
+            "merges (model.merges)"
         )
     lines = []
-    for merge in merges:  # "a b" strings in older files, [a, b] pairs in newer ones; byte-level tokens hold no space
+    # "a b" strings in older files, [a, b] pairs in newer ones; byte-level
+    # tokens hold no space
+    for merge in merges:
         if isinstance(merge, list) and all(
             isinstance(part, str) for part in merge
         ):
@@ -623,7 +682,8 @@ def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
 
 
 def _refuse_prefix_space(folder: Path) -> None:
-    """Raise if the tokenizer files ask for a space before the text, which our tokenizer never adds."""
+    """Raise if the tokenizer files ask for a space before the text, which our
+    tokenizer never adds."""
     settings = []
     if (folder / "tokenizer_config.json").is_file():
         settings.append(_read_json_file(folder / "tokenizer_config.json"))
@@ -642,20 +702,27 @@ def _refuse_prefix_space(folder: Path) -> None:
         for d in settings
     ):
         raise ValueError(
-            "from_hf: the tokenizer adds a space before every text (add_prefix_space=True), so it "
-            "would encode differently from ours, which does not; save it with add_prefix_space=False"
+            "from_hf: the tokenizer adds a space before every text "
+            "(add_prefix_space=True), so it "
+            "would encode differently from ours, which does not; save it with "
+            "add_prefix_space=False"
         )
 
 
 def read_hf_tokenizer(
     folder: str | os.PathLike,
 ) -> tuple[BPETokenizer, list[int]]:
-    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files (``vocab.json`` + ``merges.txt``, or the
-    ``tokenizer.json`` that Transformers' ``save_pretrained`` writes), and for each of our ids the id that
-    the vocabulary gives the same token. A tokenizer set to add a space before the text is refused.
+    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files
+    (``vocab.json`` + ``merges.txt``, or the
+    ``tokenizer.json`` that Transformers' ``save_pretrained`` writes), and for
+    each of our ids the id that
+    the vocabulary gives the same token. A tokenizer set to add a space before
+    the text is refused.
 
-    Our ids are the bytes in byte order, then one per merge in the order of ``merges.txt``, then the
-    special tokens; GPT-2's own ``vocab.json`` orders the 256 bytes differently, so the map is not always
+    Our ids are the bytes in byte order, then one per merge in the order of
+    ``merges.txt``, then the
+    special tokens; GPT-2's own ``vocab.json`` orders the 256 bytes
+    differently, so the map is not always
     the identity (:func:`from_hf` uses it to reorder the embedding's rows).
     """
     folder = Path(folder)
@@ -671,8 +738,10 @@ def read_hf_tokenizer(
         vocab, lines = _read_tokenizer_json(folder / "tokenizer.json")
     else:
         raise FileNotFoundError(
-            f"from_hf: the folder {folder.name!r} has no {' or '.join(missing)} and no "
-            "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer from vocab.json + "
+            f"from_hf: the folder {folder.name!r} has no "
+            f"{' or '.join(missing)} and no "
+            "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer "
+            "from vocab.json + "
             "merges.txt, or from the tokenizer.json that Transformers writes"
         )
     ids = (
@@ -682,7 +751,8 @@ def read_hf_tokenizer(
     )
     if ids != list(range(len(vocab))):
         raise ValueError(
-            f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each to one token"
+            f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each "
+            "to one token"
         )
     of_bytes: dict[bytes, int] = {}  # token bytes -> our id
     hf_id: list[int] = []  # our id -> vocab.json's id
@@ -691,7 +761,8 @@ def read_hf_tokenizer(
         s = table[b]
         if s not in vocab:
             raise ValueError(
-                f"from_hf: vocab.json has no token for the byte {b} ({s!r}), so it is not GPT-2's "
+                f"from_hf: vocab.json has no token for the byte {b} ({s!r}), "
+                "so it is not GPT-2's "
                 "byte-level BPE (whose vocabulary holds all 256 bytes)"
             )
         of_bytes[bytes([b])] = b
@@ -703,17 +774,20 @@ def read_hf_tokenizer(
         parts = line.split(" ")
         if len(parts) != 2:
             raise ValueError(
-                f"from_hf: merges.txt line {n} must hold two tokens separated by a space, got {line!r}"
+                f"from_hf: merges.txt line {n} must hold two tokens separated "
+                f"by a space, got {line!r}"
             )
         a, b = (_token_bytes_of(p) for p in parts)
         if a not in of_bytes or b not in of_bytes:
             raise ValueError(
-                f"from_hf: merges.txt line {n} ({line!r}) uses a token that no earlier line makes"
+                f"from_hf: merges.txt line {n} ({line!r}) uses a token that "
+                "no earlier line makes"
             )
         joined = token_string(a + b)
         if joined not in vocab:
             raise ValueError(
-                f"from_hf: merges.txt line {n} makes {joined!r}, which vocab.json lacks: the two files "
+                f"from_hf: merges.txt line {n} makes {joined!r}, which "
+                "vocab.json lacks: the two files "
                 "do not belong together"
             )
         if a + b in of_bytes:
@@ -729,14 +803,17 @@ def read_hf_tokenizer(
     strays = [s for _, s in rest if s not in declared]
     if strays:
         raise ValueError(
-            f"from_hf: vocab.json has {len(strays)} tokens that no merge makes and that are not special "
-            f"tokens, e.g. {strays[:3]}: vocab.json and merges.txt do not belong together"
+            f"from_hf: vocab.json has {len(strays)} tokens that no merge "
+            "makes and that are not special "
+            f"tokens, e.g. {strays[:3]}: vocab.json and merges.txt do not "
+            "belong together"
         )
     try:
         tokenizer = BPETokenizer(merges, [s for _, s in rest], GPT2_PATTERN)
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"from_hf: the tokenizer files do not make a byte-level BPE tokenizer: {e}"
+            "from_hf: the tokenizer files do not make a byte-level BPE "
+            f"tokenizer: {e}"
         ) from None
     return tokenizer, hf_id + [i for i, _ in rest]
 
@@ -771,33 +848,44 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
     ]
     hint = (
         (
-            f"; it has {others}, which from_hf does not read, since pickled weights can run code when they are "
-            "loaded (load them with Transformers and save_pretrained() them, which writes safetensors)"
+            f"; it has {others}, which from_hf does not read, since pickled "
+            "weights can run code when they are "
+            "loaded (load them with Transformers and save_pretrained() them, "
+            "which writes safetensors)"
         )
         if others
         else ""
     )
     raise FileNotFoundError(
-        f"from_hf: the folder {folder.name!r} has no model.safetensors: the weights are missing{hint}"
+        f"from_hf: the folder {folder.name!r} has no model.safetensors: the "
+        f"weights are missing{hint}"
     )
 
 
 def from_hf(name_or_path: str | os.PathLike) -> tuple[GPT, BPETokenizer]:
-    """A GPT-2-style Transformers model as our :class:`GPT` (in eval mode) and :class:`BPETokenizer`.
+    """A GPT-2-style Transformers model as our :class:`GPT` (in eval mode) and
+    :class:`BPETokenizer`.
 
-    `name_or_path` is a local folder (what :func:`to_hf` or ``save_pretrained`` writes) or, when the machine
-    is online, a model on the Hugging Face Hub such as ``"gpt2"`` (downloaded once by ``huggingface_hub``
-    and cached; offline, the cached copy is used). Weights are read from safetensors files only, ``Conv1D``
-    weights transposed; the tokenizer is rebuilt from ``vocab.json`` + ``merges.txt``, with the embedding's
-    rows reordered to our ids. Another architecture, a GPT-2 variant ours does not compute, missing
-    weights, or a vocabulary that does not match the model raise an error that says which.
+    `name_or_path` is a local folder (what :func:`to_hf` or ``save_pretrained``
+    writes) or, when the machine
+    is online, a model on the Hugging Face Hub such as ``"gpt2"`` (downloaded
+    once by ``huggingface_hub``
+    and cached; offline, the cached copy is used). Weights are read from
+    safetensors files only, ``Conv1D``
+    weights transposed; the tokenizer is rebuilt from ``vocab.json`` +
+    ``merges.txt``, with the embedding's
+    rows reordered to our ids. Another architecture, a GPT-2 variant ours does
+    not compute, missing
+    weights, or a vocabulary that does not match the model raise an error that
+    says which.
     """
     folder = _resolve(name_or_path)
     config = _read_config(folder)
     tokenizer, hf_id = read_hf_tokenizer(folder)
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(
-            f"from_hf: the tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size "
+            f"from_hf: the tokenizer has {tokenizer.vocab_size} tokens but "
+            "config.json says vocab_size "
             f"{config.vocab_size}: the vocabulary does not match the model"
         )
     state = from_hf_state_dict(_read_weights(folder), config)

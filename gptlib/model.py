@@ -20,10 +20,13 @@ __all__ = ['LayerNorm', 'gelu', 'MLP', 'GPTConfig', 'Block', 'GPT']
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #ac8fd983
 class LayerNorm(nn.Module):
-    """Layer normalisation over the last dimension, with a learnt scale (``weight``) and optional shift (``bias``).
+    """Layer normalisation over the last dimension, with a learnt scale
+    (``weight``) and optional shift (``bias``).
 
-    Each vector is shifted to mean 0 and divided by ``sqrt(variance + eps)`` (the biased variance, over its
-    own ``ndim`` numbers), then multiplied by ``weight`` and shifted by ``bias``. Computed by
+    Each vector is shifted to mean 0 and divided by ``sqrt(variance + eps)``
+    (the biased variance, over its
+    own ``ndim`` numbers), then multiplied by ``weight`` and shifted by
+    ``bias``. Computed by
     ``torch.nn.functional.layer_norm``; ``bias=False`` leaves out the shift.
     """
 
@@ -48,7 +51,10 @@ class LayerNorm(nn.Module):
         self.eps = float(eps)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, bias={self.bias is not None}, eps={self.eps}"
+        return (
+            f"{self.weight.shape[0]}, bias={self.bias is not None}, "
+            f"eps={self.eps}"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(
@@ -58,13 +64,16 @@ class LayerNorm(nn.Module):
 # %% ../chapters/03-gpt/01-the-model.ipynb #85a088b9
 def gelu(x: Tensor) -> Tensor:
     """GELU in its tanh form, as GPT-2 computes it (Hugging Face: ``gelu_new``,
-    ``gelu_pytorch_tanh``): ``F.gelu(x, approximate="tanh")``, one fused kernel each way."""
+    ``gelu_pytorch_tanh``): ``F.gelu(x, approximate="tanh")``, one fused kernel
+    each way."""
     return F.gelu(x, approximate="tanh")
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #fca2f427
 class MLP(nn.Module):
-    """The feed-forward network of a block: ``c_fc`` widens to ``4 * n_embd``, GELU (tanh form, :func:`gelu`),
-    ``c_proj`` narrows back to ``n_embd``, then dropout. It acts on each position separately."""
+    """The feed-forward network of a block: ``c_fc`` widens to ``4 * n_embd``,
+    GELU (tanh form, :func:`gelu`),
+    ``c_proj`` narrows back to ``n_embd``, then dropout. It acts on each
+    position separately."""
 
     def __init__(
         self, n_embd: int, dropout: float = 0.0, bias: bool = True
@@ -87,12 +96,17 @@ def _divisors(n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """The shape of a GPT: vocabulary, context length, depth, heads, width, dropout and biases.
+    """The shape of a GPT: vocabulary, context length, depth, heads, width,
+    dropout and biases.
 
-    ``vocab_size`` tokens, a context of ``block_size`` positions, ``n_layer`` blocks with ``n_head``
-    attention heads over vectors of ``n_embd`` numbers (``n_head`` must divide ``n_embd``); ``dropout`` is
-    the probability of every dropout layer, ``bias=False`` drops the biases of the linear layers and
-    LayerNorms. Checked when created; ``to_dict`` and ``from_dict`` convert to and from plain dicts.
+    ``vocab_size`` tokens, a context of ``block_size`` positions, ``n_layer``
+    blocks with ``n_head``
+    attention heads over vectors of ``n_embd`` numbers (``n_head`` must divide
+    ``n_embd``); ``dropout`` is
+    the probability of every dropout layer, ``bias=False`` drops the biases of
+    the linear layers and
+    LayerNorms. Checked when created; ``to_dict`` and ``from_dict`` convert to
+    and from plain dicts.
     """
 
     vocab_size: int
@@ -122,8 +136,10 @@ class GPTConfig:
                 )
         if self.n_embd % self.n_head:
             raise ValueError(
-                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head "
-                f"gets n_embd // n_head dimensions, so n_head must be one of {_divisors(self.n_embd)}"
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by "
+                f"n_head={self.n_head}; each head "
+                "gets n_embd // n_head dimensions, so n_head must be one of "
+                f"{_divisors(self.n_embd)}"
             )
         p = self.dropout
         if (
@@ -132,7 +148,8 @@ class GPTConfig:
             or not 0.0 <= p < 1.0
         ):
             raise ValueError(
-                f"GPTConfig: dropout must be a probability in [0, 1), got {p!r}"
+                "GPTConfig: dropout must be a probability in [0, 1), got "
+                f"{p!r}"
             )
         object.__setattr__(self, "dropout", float(p))
         if not isinstance(self.bias, bool):
@@ -141,50 +158,60 @@ class GPTConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a dict of ints, a float and a bool (JSON-able)."""
+        """The configuration as a dict of ints, a float and a bool
+        (JSON-able)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         """The configuration from a dict such as :meth:`to_dict` writes.
 
-        Unknown keys and missing required keys (all but ``dropout`` and ``bias``) raise ValueError naming them.
+        Unknown keys and missing required keys (all but ``dropout`` and
+        ``bias``) raise ValueError naming them.
         """
         if not isinstance(d, Mapping):
             raise ValueError(
-                f"GPTConfig.from_dict: expected a mapping of field names to values, got {type(d).__name__}"
+                "GPTConfig.from_dict: expected a mapping of field names to "
+                f"values, got {type(d).__name__}"
             )
         fields = dataclasses.fields(cls)
         known = [f.name for f in fields]
         unknown = sorted((str(k) for k in d if k not in known))
         if unknown:
             raise ValueError(
-                f"GPTConfig.from_dict: unknown keys {unknown}; the fields are {known}"
+                f"GPTConfig.from_dict: unknown keys {unknown}; the fields are "
+                f"{known}"
             )
         required = [f.name for f in fields if f.default is dataclasses.MISSING]
         missing = [k for k in required if k not in d]
         if missing:
             raise ValueError(
-                f"GPTConfig.from_dict: missing keys {missing}; required are {required}"
+                f"GPTConfig.from_dict: missing keys {missing}; required are "
+                f"{required}"
             )
         return cls(**d)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
-        """The shape of a released GPT-2 ("gpt2", "gpt2-medium", "gpt2-large" or "gpt2-xl") from
-        :data:`gptlib.scale.GPT_CONFIGS`, with fields replaced by ``overrides`` (for example ``dropout=0.1``)."""
+        """The shape of a released GPT-2 ("gpt2", "gpt2-medium", "gpt2-large"
+        or "gpt2-xl") from
+        :data:`gptlib.scale.GPT_CONFIGS`, with fields replaced by ``overrides``
+        (for example ``dropout=0.1``)."""
         names = [n for n in GPT_CONFIGS if n.startswith("gpt2")]
         if name not in names:
             raise ValueError(
-                f"GPTConfig.from_name: unknown model {name!r}; this architecture has the shapes {names}"
+                f"GPTConfig.from_name: unknown model {name!r}; this "
+                f"architecture has the shapes {names}"
             )
         return cls.from_dict({**GPT_CONFIGS[name], **overrides})
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #893817e7
 class Block(nn.Module):
-    """A pre-LN Transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+    """A pre-LN Transformer block: ``x + attn(ln_1(x))``, then ``x +
+    mlp(ln_2(x))``.
 
-    ``attn`` is :class:`gptlib.attention.CausalSelfAttention`; ``cache`` (a :class:`KVCache`) is passed to it.
+    ``attn`` is :class:`gptlib.attention.CausalSelfAttention`; ``cache`` (a
+    :class:`KVCache`) is passed to it.
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -201,12 +228,16 @@ class Block(nn.Module):
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #43bd34eb
 class GPT(nn.Module):
-    """GPT-2's architecture: token and position embeddings, ``n_layer`` pre-LN blocks, a final LayerNorm and
+    """GPT-2's architecture: token and position embeddings, ``n_layer`` pre-LN
+    blocks, a final LayerNorm and
     an output layer (``lm_head``) tied to the token embedding.
 
-    Parameter names follow GPT-2 (``transformer.h.0.attn.c_attn.weight``, ...), so weights move one to one to
-    and from Hugging Face's ``GPT2LMHeadModel`` (whose ``Conv1D`` weights are stored transposed). Initialised
-    as GPT-2: weights N(0, 0.02), biases 0, and the residual projections (every ``c_proj.weight``)
+    Parameter names follow GPT-2 (``transformer.h.0.attn.c_attn.weight``, ...),
+    so weights move one to one to
+    and from Hugging Face's ``GPT2LMHeadModel`` (whose ``Conv1D`` weights are
+    stored transposed). Initialised
+    as GPT-2: weights N(0, 0.02), biases 0, and the residual projections (every
+    ``c_proj.weight``)
     N(0, 0.02 / sqrt(2 n_layer)).
     """
 
@@ -249,15 +280,18 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """The number of parameters, the tied matrix counted once. ``non_embedding=True`` leaves out the position
-        embedding; the token embedding stays, since it is also the output layer (nanoGPT's convention)."""
+        """The number of parameters, the tied matrix counted once.
+        ``non_embedding=True`` leaves out the position
+        embedding; the token embedding stays, since it is also the output layer
+        (nanoGPT's convention)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def new_cache(
         self, batch_size: int, max_len: int | None = None
     ) -> list[KVCache]:
-        """One empty :class:`KVCache` per block, for ``batch_size`` sequences of up to ``max_len`` tokens
+        """One empty :class:`KVCache` per block, for ``batch_size`` sequences
+        of up to ``max_len`` tokens
         (default and maximum: ``block_size``)."""
         block_size = self.config.block_size
         max_len = block_size if max_len is None else max_len
@@ -267,7 +301,8 @@ class GPT(nn.Module):
             or not 1 <= max_len <= block_size
         ):
             raise ValueError(
-                f"GPT.new_cache: max_len must be an int in [1, block_size={block_size}], got {max_len!r}"
+                "GPT.new_cache: max_len must be an int in [1, "
+                f"block_size={block_size}], got {max_len!r}"
             )
         return [
             block.attn.new_cache(batch_size, max_len)
@@ -275,7 +310,8 @@ class GPT(nn.Module):
         ]
 
     def _check_idx(self, idx: Tensor, cache: Sequence[KVCache] | None) -> int:
-        """Check the token ids (and the cache) and return how many positions the cache already holds."""
+        """Check the token ids (and the cache) and return how many positions
+        the cache already holds."""
         c = self.config
         if (
             not isinstance(idx, Tensor)
@@ -288,7 +324,8 @@ class GPT(nn.Module):
                 else type(idx).__name__
             )
             raise ValueError(
-                f"GPT: idx must be a 2-D tensor (batch, time) of int64 or int32 token ids, got {got}"
+                "GPT: idx must be a 2-D tensor (batch, time) of int64 or "
+                f"int32 token ids, got {got}"
             )
         B, T = idx.shape
         if B == 0 or T == 0:
@@ -299,13 +336,15 @@ class GPT(nn.Module):
         if cache is not None:
             if len(cache) != c.n_layer:
                 raise ValueError(
-                    f"GPT: expected one KVCache per block (n_layer={c.n_layer}), got {len(cache)}"
+                    "GPT: expected one KVCache per block "
+                    f"(n_layer={c.n_layer}), got {len(cache)}"
                 )
             past = cache[0].length
         if past + T > c.block_size:
             cached = f" ({past} cached + {T} new)" if cache is not None else ""
             raise ValueError(
-                f"GPT: a sequence of {past + T} tokens{cached} is longer than the context "
+                f"GPT: a sequence of {past + T} tokens{cached} is longer than "
+                "the context "
                 f"block_size={c.block_size}"
             )
         if (
@@ -316,7 +355,8 @@ class GPT(nn.Module):
                 bad = lo if lo < 0 else hi
                 where = tuple((idx == bad).nonzero()[0].tolist())
                 raise ValueError(
-                    f"GPT: token id {bad} at (batch, position) {where} is outside the vocabulary "
+                    f"GPT: token id {bad} at (batch, position) {where} is "
+                    "outside the vocabulary "
                     f"[0, vocab_size={c.vocab_size})"
                 )
         return past
@@ -335,8 +375,10 @@ class GPT(nn.Module):
     def hidden_states(
         self, idx: Tensor, *, cache: Sequence[KVCache] | None = None
     ) -> Tensor:
-        """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids ``idx`` ``(B, T)``: the features
-        the language-model head turns into logits, and what a classifier reads when the model is fine-tuned.
+        """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids
+        ``idx`` ``(B, T)``: the features
+        the language-model head turns into logits, and what a classifier reads
+        when the model is fine-tuned.
         ``cache`` works as in :meth:`forward`."""
         return self._features(idx, self._check_idx(idx, cache), cache)
 
@@ -347,11 +389,15 @@ class GPT(nn.Module):
         *,
         cache: Sequence[KVCache] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``, and the mean cross-entropy over all
-        positions against ``targets`` ``(B, T)`` (a target of -1 is ignored), or None without targets.
+        """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``,
+        and the mean cross-entropy over all
+        positions against ``targets`` ``(B, T)`` (a target of -1 is ignored),
+        or None without targets.
 
-        With ``cache`` (one :class:`KVCache` per block, from :meth:`new_cache`), ``idx`` holds only the new
-        tokens, whose positions continue after the cached ones. Use a cache under ``torch.no_grad()``.
+        With ``cache`` (one :class:`KVCache` per block, from
+        :meth:`new_cache`), ``idx`` holds only the new
+        tokens, whose positions continue after the cached ones. Use a cache
+        under ``torch.no_grad()``.
         """
         past = self._check_idx(idx, cache)
         B, T = idx.shape
@@ -366,7 +412,8 @@ class GPT(nn.Module):
                 else type(targets).__name__
             )
             raise ValueError(
-                f"GPT: targets must be token ids (int64 or int32) of the shape of idx {(B, T)}, "
+                "GPT: targets must be token ids (int64 or int32) of the "
+                f"shape of idx {(B, T)}, "
                 f"got {got}"
             )
         logits = self.lm_head(self._features(idx, past, cache))

@@ -15,7 +15,8 @@ __all__ = ['ALPHAS', 'vocabulary', 'encode', 'window_codes', 'NGramModel', 'tune
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #4da85939
 def vocabulary(text: str) -> str:
-    """The distinct characters of `text`, sorted, as one string: the vocabulary of a character model."""
+    """The distinct characters of `text`, sorted, as one string: the vocabulary
+    of a character model."""
     if not isinstance(text, str):
         raise TypeError(f"vocabulary expects a str, got {type(text).__name__}")
     return "".join(sorted(set(text)))
@@ -51,9 +52,11 @@ def encode(text: str, vocab: str) -> np.ndarray:
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #46ddd15b
 def window_codes(ids: np.ndarray, m: int, base: int) -> np.ndarray:
-    """Every run of `m` consecutive ids as one integer, the ids read as digits in base `base`.
+    """Every run of `m` consecutive ids as one integer, the ids read as digits
+    in base `base`.
 
-    The oldest id is the most significant digit. Returns ``len(ids) - m + 1`` codes (for ``m = 0``,
+    The oldest id is the most significant digit. Returns ``len(ids) - m + 1``
+    codes (for ``m = 0``,
     that many zeros: the empty context).
     """
     count = max(len(ids) - m + 1, 0)
@@ -65,7 +68,8 @@ def window_codes(ids: np.ndarray, m: int, base: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Counts:
-    """The counts of one order k: every k-gram seen, as ``context * V + char``, and every context seen."""
+    """The counts of one order k: every k-gram seen, as ``context * V + char``,
+    and every context seen."""
 
     grams: np.ndarray  # sorted k-gram codes
     gram_counts: np.ndarray
@@ -94,7 +98,8 @@ def _count(ids: np.ndarray, k: int, base: int) -> _Counts:
 def _lookup(
     keys: np.ndarray, table: np.ndarray, values: np.ndarray
 ) -> np.ndarray:
-    """``values[j]`` where ``table[j] == key``, else 0, for every key (`table` is sorted)."""
+    """``values[j]`` where ``table[j] == key``, else 0, for every key (`table`
+    is sorted)."""
     pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
     return np.where(table[pos] == keys, values[pos], 0)
 
@@ -103,15 +108,23 @@ def _lookup(
 class NGramModel:
     """A character n-gram language model with add-alpha smoothing.
 
-    The probability of character ``c`` after a context ``h`` (the ``n - 1`` previous characters) is
-    ``(count(h c) + alpha) / (count(h) + alpha * V)``: counts from the training text, ``count(h)``
-    the number of times ``h`` was followed by a character, ``V = len(vocab)``. ``alpha = 0`` is the
-    unsmoothed model, ``alpha = 1`` Laplace's rule; a context never seen in training gets the
-    uniform distribution (and, with ``alpha = 0``, raises ValueError: its distribution is undefined).
+    The probability of character ``c`` after a context ``h`` (the ``n - 1``
+    previous characters) is
+    ``(count(h c) + alpha) / (count(h) + alpha * V)``: counts from the training
+    text, ``count(h)``
+    the number of times ``h`` was followed by a character, ``V = len(vocab)``.
+    ``alpha = 0`` is the
+    unsmoothed model, ``alpha = 1`` Laplace's rule; a context never seen in
+    training gets the
+    uniform distribution (and, with ``alpha = 0``, raises ValueError: its
+    distribution is undefined).
 
-    Character ``i < n - 1`` of a text is conditioned on all ``i`` characters before it, with the
-    counts of ``(i + 1)``-grams (the first character gets the unigram probability), so `log_prob`
-    is exactly the chain rule. Characters outside `vocab` raise ValueError. Build with `fit`.
+    Character ``i < n - 1`` of a text is conditioned on all ``i`` characters
+    before it, with the
+    counts of ``(i + 1)``-grams (the first character gets the unigram
+    probability), so `log_prob`
+    is exactly the chain rule. Characters outside `vocab` raise ValueError.
+    Build with `fit`.
     """
 
     n: int
@@ -123,7 +136,8 @@ class NGramModel:
     def fit(
         cls, text: str, n: int, alpha: float = 1.0, vocab: str | None = None
     ) -> NGramModel:
-        """Count the 1- to n-grams of `text`. `vocab` defaults to the characters of `text`."""
+        """Count the 1- to n-grams of `text`. `vocab` defaults to the
+        characters of `text`."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         vocab = vocabulary(text) if vocab is None else vocab
@@ -134,13 +148,15 @@ class NGramModel:
             )
         if len(vocab) ** n >= 2**63:
             raise ValueError(
-                f"n = {n} is too large for a vocabulary of {len(vocab)}: its n-grams do not fit in 64 bits"
+                f"n = {n} is too large for a vocabulary of {len(vocab)}: its "
+                "n-grams do not fit in 64 bits"
             )
         counts = tuple(_count(ids, k, len(vocab)) for k in range(1, n + 1))
         return cls(n, 0.0, vocab, counts).with_alpha(alpha)
 
     def with_alpha(self, alpha: float) -> NGramModel:
-        """The same counts with smoothing strength `alpha` (nothing is recounted)."""
+        """The same counts with smoothing strength `alpha` (nothing is
+        recounted)."""
         if (
             isinstance(alpha, bool)
             or not isinstance(alpha, (int, float))
@@ -152,7 +168,8 @@ class NGramModel:
         return replace(self, alpha=float(alpha))
 
     def with_order(self, n: int) -> NGramModel:
-        """The model of order `n` <= self.n from the same counts (nothing is recounted)."""
+        """The model of order `n` <= self.n from the same counts (nothing is
+        recounted)."""
         if (
             not isinstance(n, int)
             or isinstance(n, bool)
@@ -164,21 +181,24 @@ class NGramModel:
     def _smooth(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
         if self.alpha == 0 and (den == 0).any():
             raise ValueError(
-                "alpha = 0 and a context was never seen in training: its probabilities are undefined; use alpha > 0"
+                "alpha = 0 and a context was never seen in training: its "
+                "probabilities are undefined; use alpha > 0"
             )
         return (num + self.alpha) / (den + self.alpha * len(self.vocab))
 
     def _counts_of(
         self, k: int, contexts: np.ndarray, chars: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """count(h c) and count(h) for contexts h of k - 1 characters (as codes) and characters c."""
+        """count(h c) and count(h) for contexts h of k - 1 characters (as
+        codes) and characters c."""
         table, V = self.counts[k - 1], len(self.vocab)
         return _lookup(
             contexts * V + chars, table.grams, table.gram_counts
         ), _lookup(contexts, table.contexts, table.context_counts)
 
     def _context(self, context: str) -> tuple[int, int]:
-        """The order and code of the part of `context` the model uses: its last n - 1 characters."""
+        """The order and code of the part of `context` the model uses: its last
+        n - 1 characters."""
         if not isinstance(context, str):
             raise TypeError(
                 f"context must be a str, got {type(context).__name__}"
@@ -189,7 +209,8 @@ class NGramModel:
         )
 
     def next_char_probs(self, context: str = "") -> np.ndarray:
-        """P(c | context) for every character c of `vocab`, in vocab order (the array sums to 1).
+        """P(c | context) for every character c of `vocab`, in vocab order (the
+        array sums to 1).
 
         Only the last n - 1 characters of `context` are used.
         """
@@ -204,7 +225,8 @@ class NGramModel:
     ) -> float | Fraction:
         """P(char | context), from the last n - 1 characters of `context`.
 
-        With ``exact=True`` the result is a `fractions.Fraction` made from the integer counts.
+        With ``exact=True`` the result is a `fractions.Fraction` made from the
+        integer counts.
         """
         if not isinstance(char, str) or len(char) != 1:
             raise ValueError(f"char must be a single character, got {char!r}")
@@ -221,7 +243,8 @@ class NGramModel:
         return float(p)
 
     def _chain_counts(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """count(h c) and count(h) for every character c of `text` after its context h."""
+        """count(h c) and count(h) for every character c of `text` after its
+        context h."""
         ids = encode(text, self.vocab)
         V, n = len(self.vocab), self.n
         parts = [
@@ -245,20 +268,24 @@ class NGramModel:
         )
 
     def char_probs(self, text: str) -> np.ndarray:
-        """P(c_i | c_<i) for every character c_i of `text`: the factors of the chain rule."""
+        """P(c_i | c_<i) for every character c_i of `text`: the factors of the
+        chain rule."""
         return self._smooth(*self._chain_counts(text))
 
     def context_counts(self, text: str) -> np.ndarray:
-        """count(h) for every character of `text`: how often its context was followed by a character in training."""
+        """count(h) for every character of `text`: how often its context was
+        followed by a character in training."""
         return self._chain_counts(text)[1]
 
     def log_prob(self, text: str) -> float:
-        """The natural logarithm of P(text) by the chain rule (-inf when a factor is 0, possible only with alpha = 0)."""
+        """The natural logarithm of P(text) by the chain rule (-inf when a
+        factor is 0, possible only with alpha = 0)."""
         p = self.char_probs(text)
         return -math.inf if (p == 0).any() else float(np.log(p).sum())
 
     def cross_entropy(self, text: str) -> float:
-        """The mean negative log-probability per character of `text`, in nats."""
+        """The mean negative log-probability per character of `text`, in
+        nats."""
         if not isinstance(text, str) or not text:
             raise ValueError("cross_entropy needs a non-empty str")
         return -self.log_prob(text) / len(text)
@@ -274,9 +301,11 @@ class NGramModel:
         prompt: str = "",
         generator: np.random.Generator | int | None = None,
     ) -> str:
-        """`prompt` followed by `length` new characters, each drawn from `next_char_probs` of the text so far.
+        """`prompt` followed by `length` new characters, each drawn from
+        `next_char_probs` of the text so far.
 
-        `generator` is a NumPy random generator or an int seed (None: unseeded, different every call).
+        `generator` is a NumPy random generator or an int seed (None: unseeded,
+        different every call).
         """
         if (
             not isinstance(length, int)
@@ -310,17 +339,21 @@ def tune(
     alphas: Iterable[float] = ALPHAS,
     vocab: str | None = None,
 ) -> tuple[NGramModel, dict[tuple[int, float], float]]:
-    """The n-gram model with the lowest cross-entropy on `val_text` among all `orders` and `alphas`.
+    """The n-gram model with the lowest cross-entropy on `val_text` among all
+    `orders` and `alphas`.
 
-    Fits on `train_text` (with `vocab`, default its characters). Returns ``(best_model, table)``
-    where ``table[(n, alpha)]`` is the validation cross-entropy in nats per character.
+    Fits on `train_text` (with `vocab`, default its characters). Returns
+    ``(best_model, table)``
+    where ``table[(n, alpha)]`` is the validation cross-entropy in nats per
+    character.
     """
     orders, alphas = sorted(set(orders)), [float(a) for a in alphas]
     if not orders or not alphas:
         raise ValueError("tune needs at least one order and one alpha")
     if not all(a > 0 for a in alphas):
         raise ValueError(
-            f"every alpha must be > 0 (a text unseen in training would be impossible), got {alphas}"
+            "every alpha must be > 0 (a text unseen in training would be "
+            f"impossible), got {alphas}"
         )
     if not isinstance(val_text, str) or not val_text:
         raise ValueError("val_text must be a non-empty str")

@@ -65,7 +65,8 @@ GPT_CONFIGS: Mapping[str, Mapping[str, int]] = types.MappingProxyType(
         }.items()
     }
 )
-"""Published shapes of GPT-1, the four released GPT-2 models and GPT-3 175B (read-only)."""
+"""Published shapes of GPT-1, the four released GPT-2 models and GPT-3 175B
+(read-only)."""
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #d7b273b2
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class ParamCount:
 
     @property
     def non_embedding(self) -> int:
-        """Parameters inside the blocks plus the final LayerNorm (Kaplan et al.'s N)."""
+        """Parameters inside the blocks plus the final LayerNorm (Kaplan et
+        al.'s N)."""
         return self.attention + self.mlp + self.layer_norms
 
     @property
@@ -95,7 +97,8 @@ class ParamCount:
         return self.embeddings + self.non_embedding + self.lm_head
 
     def shares(self) -> dict[str, float]:
-        """The fraction of `total` in each part: embeddings, attention, mlp, layer_norms, lm_head."""
+        """The fraction of `total` in each part: embeddings, attention, mlp,
+        layer_norms, lm_head."""
         parts = {
             "embeddings": self.embeddings,
             "attention": self.attention,
@@ -129,11 +132,16 @@ def param_count(
 ) -> ParamCount:
     """Count the parameters of a GPT-2-style model from its configuration.
 
-    The layout is GPT-2's: token and learned position embeddings; per block a LayerNorm, attention
-    (a fused query/key/value matrix ``d x 3d`` and an output projection ``d x d``), a LayerNorm and an
-    MLP (``d x mlp_ratio*d`` and back); a final LayerNorm; an output layer tied to the token embedding
-    unless ``tied=False``. ``bias=False`` drops the biases of the linear layers and the LayerNorms.
-    ``n_head`` does not change the count; when given, it is checked to divide ``n_embd``.
+    The layout is GPT-2's: token and learned position embeddings; per block a
+    LayerNorm, attention
+    (a fused query/key/value matrix ``d x 3d`` and an output projection ``d x
+    d``), a LayerNorm and an
+    MLP (``d x mlp_ratio*d`` and back); a final LayerNorm; an output layer tied
+    to the token embedding
+    unless ``tied=False``. ``bias=False`` drops the biases of the linear layers
+    and the LayerNorms.
+    ``n_head`` does not change the count; when given, it is checked to divide
+    ``n_embd``.
     """
     V = _positive_int("vocab_size", vocab_size)
     T = _positive_int("block_size", block_size)
@@ -142,7 +150,8 @@ def param_count(
     r = _positive_int("mlp_ratio", mlp_ratio)
     if n_head is not None and d % _positive_int("n_head", n_head):
         raise ValueError(
-            f"n_embd ({d}) must be divisible by n_head ({n_head}): each head gets n_embd // n_head dims"
+            f"n_embd ({d}) must be divisible by n_head ({n_head}): each head "
+            "gets n_embd // n_head dims"
         )
     for name, flag in (("bias", bias), ("tied", tied)):
         if not isinstance(flag, bool):
@@ -174,10 +183,13 @@ def _positive_number(name: str, value: object) -> float:
 
 
 def training_flops(n_params: float, n_tokens: float) -> float:
-    """Approximate floating-point operations to train `n_params` parameters on `n_tokens` tokens: 6 N D.
+    """Approximate floating-point operations to train `n_params` parameters on
+    `n_tokens` tokens: 6 N D.
 
-    2 FLOPs per parameter and token in the forward pass (a multiply and an add), 4 in the backward
-    pass (gradients with respect to the inputs and to the weights). Attention's own arithmetic,
+    2 FLOPs per parameter and token in the forward pass (a multiply and an
+    add), 4 in the backward
+    pass (gradients with respect to the inputs and to the weights). Attention's
+    own arithmetic,
     which grows with the context length, is left out (a few percent for GPT-3).
     """
     return (
@@ -193,16 +205,20 @@ def measure_matmul_flops(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> float:
-    """This machine's speed at multiplying two ``n x n`` matrices, in FLOP/s (``2 n^3`` per product).
+    """This machine's speed at multiplying two ``n x n`` matrices, in FLOP/s
+    (``2 n^3`` per product).
 
-    Runs one untimed product to warm up, then `repeats` timed ones, and returns ``2 n^3`` divided by
-    the median time. Uses PyTorch's current thread setting; leaves the global random state untouched.
+    Runs one untimed product to warm up, then `repeats` timed ones, and returns
+    ``2 n^3`` divided by
+    the median time. Uses PyTorch's current thread setting; leaves the global
+    random state untouched.
     """
     _positive_int("n", n)
     _positive_int("repeats", repeats)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(
-            f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}"
+            "dtype must be a floating-point torch.dtype such as "
+            f"torch.float32, got {dtype!r}"
         )
     dev = torch.device(device)
     generator = torch.Generator().manual_seed(0)

@@ -22,7 +22,8 @@ __all__ = ['GPT2_PATTERN', 'ENDOFTEXT', 'CharTokenizer', 'pair_counts', 'merge_p
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #f453a10e
 def _as_id_list(ids: Any) -> list[int]:
-    """`ids` as a list of Python ints (accepts lists, tuples, NumPy arrays and PyTorch tensors)."""
+    """`ids` as a list of Python ints (accepts lists, tuples, NumPy arrays and
+    PyTorch tensors)."""
     if isinstance(ids, (str, bytes)):
         raise TypeError(
             f"ids must be a sequence of ints, got {type(ids).__name__}"
@@ -43,12 +44,14 @@ def _check_ids(ids: list[int], vocab_size: int) -> None:
     if ids and (min(ids) < 0 or max(ids) >= vocab_size):
         bad = next(i for i in ids if not 0 <= i < vocab_size)
         raise ValueError(
-            f"token id {bad} is out of range: the ids of this tokenizer are 0..{vocab_size - 1}"
+            f"token id {bad} is out of range: the ids of this tokenizer are "
+            f"0..{vocab_size - 1}"
         )
 
 
 def _write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write `data` as JSON to `path` through a temporary file, so a crash never leaves half a file."""
+    """Write `data` as JSON to `path` through a temporary file, so a crash
+    never leaves half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent if str(path.parent) else ".",
@@ -65,7 +68,8 @@ def _write_json_atomic(path: str | os.PathLike, data: dict) -> None:
 
 
 def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
-    """Read a tokenizer file and check its format name and version; clear errors for anything else."""
+    """Read a tokenizer file and check its format name and version; clear
+    errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
@@ -73,7 +77,8 @@ def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(
-            f"{path} is not a tokenizer file: not valid JSON (truncated or damaged?): {e}"
+            f"{path} is not a tokenizer file: not valid JSON (truncated or "
+            f"damaged?): {e}"
         ) from None
     if not isinstance(data, dict) or data.get("format") != fmt:
         found = (
@@ -86,7 +91,8 @@ def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
         )
     if data.get("version") != version:
         raise ValueError(
-            f"{path} has {fmt} format version {data.get('version')!r}; this gptlib reads version {version}"
+            f"{path} has {fmt} format version {data.get('version')!r}; this "
+            f"gptlib reads version {version}"
         )
     return data
 
@@ -94,8 +100,10 @@ def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
 class CharTokenizer:
     """A character-level tokenizer: one id per character of a fixed alphabet.
 
-    Build it from a text with `CharTokenizer.from_text(text)`: the alphabet is the text's sorted set of
-    characters, so ids follow Unicode order. `encode` refuses characters outside the alphabet.
+    Build it from a text with `CharTokenizer.from_text(text)`: the alphabet is
+    the text's sorted set of
+    characters, so ids follow Unicode order. `encode` refuses characters
+    outside the alphabet.
     """
 
     FORMAT = "gptlib.CharTokenizer"
@@ -110,7 +118,8 @@ class CharTokenizer:
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
                 raise TypeError(
-                    f"the alphabet must consist of single characters (str of length 1), got {c!r}"
+                    "the alphabet must consist of single characters (str of "
+                    f"length 1), got {c!r}"
                 )
         if len(set(chars)) != len(chars):
             dup = next(c for c in chars if chars.count(c) > 1)
@@ -122,14 +131,16 @@ class CharTokenizer:
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
-        """The tokenizer whose alphabet is the sorted set of characters of `text`."""
+        """The tokenizer whose alphabet is the sorted set of characters of
+        `text`."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if not text:
             raise ValueError("cannot build a CharTokenizer from an empty text")
         return cls(sorted(set(text)))
 
-    train = from_text  # the same name as BPETokenizer.train, for code that takes either tokenizer
+    # the same name as BPETokenizer.train, for code that takes either tokenizer
+    train = from_text
 
     @property
     def vocab_size(self) -> int:
@@ -137,7 +148,8 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
-        """The ids of the characters of `text`; a character outside the alphabet raises ValueError."""
+        """The ids of the characters of `text`; a character outside the
+        alphabet raises ValueError."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids = self._ids
@@ -146,7 +158,8 @@ class CharTokenizer:
         except KeyError:
             pos, ch = next((i, c) for i, c in enumerate(text) if c not in ids)
             raise ValueError(
-                f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not in this tokenizer's alphabet "
+                f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not "
+                "in this tokenizer's alphabet "
                 f"of {self.vocab_size} characters"
             ) from None
 
@@ -170,7 +183,8 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        """Read a tokenizer written by `save`; a missing, damaged or foreign file raises a clear error."""
+        """Read a tokenizer written by `save`; a missing, damaged or foreign
+        file raises a clear error."""
         data = _read_json(path, cls.FORMAT, cls.VERSION)
         if not isinstance(data.get("chars"), str):
             raise ValueError(f"{path}: 'chars' must be a string")
@@ -184,7 +198,8 @@ class CharTokenizer:
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #a87cf9fb
 def pair_counts(chunks: Iterable[Sequence[int]]) -> dict[tuple[int, int], int]:
-    """How often each pair of neighbouring ids occurs, summed over the sequences in `chunks`."""
+    """How often each pair of neighbouring ids occurs, summed over the
+    sequences in `chunks`."""
     counts: dict[tuple[int, int], int] = {}
     for ids in chunks:
         for pair in zip(ids, ids[1:]):
@@ -195,7 +210,8 @@ def pair_counts(chunks: Iterable[Sequence[int]]) -> dict[tuple[int, int], int]:
 def merge_pair(
     ids: Sequence[int], pair: tuple[int, int], new_id: int
 ) -> list[int]:
-    """`ids` with each occurrence of `pair`, scanned left to right, replaced by `new_id`."""
+    """`ids` with each occurrence of `pair`, scanned left to right, replaced by
+    `new_id`."""
     a, b = pair
     out: list[int] = []
     i, n = 0, len(ids)
@@ -209,14 +225,16 @@ def merge_pair(
     return out
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #2f657b02
-# GPT-2's pre-tokenization pattern (as in OpenAI's GPT-2 code); BPE never merges across its chunks
+# GPT-2's pre-tokenization pattern (as in OpenAI's GPT-2 code); BPE never
+# merges across its chunks
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 ENDOFTEXT = "<|endoftext|>"  # GPT-2's special token that separates documents
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #e53d6bef
 def token_bytes(merges: Iterable[tuple[int, int]]) -> list[bytes]:
-    """The bytes of every token: ids 0..255 are the single bytes, id 256 + k is the k-th merge's result."""
+    """The bytes of every token: ids 0..255 are the single bytes, id 256 + k is
+    the k-th merge's result."""
     vocab = [bytes([i]) for i in range(256)]
     for a, b in merges:
         vocab.append(vocab[a] + vocab[b])
@@ -226,17 +244,21 @@ def token_bytes(merges: Iterable[tuple[int, int]]) -> list[bytes]:
 def train_plain(
     text: str, vocab_size: int, pattern: str = GPT2_PATTERN
 ) -> list[tuple[int, int]]:
-    """Train byte-level BPE the plain way; returns the merges, in order (merge k makes token 256 + k).
+    """Train byte-level BPE the plain way; returns the merges, in order (merge
+    k makes token 256 + k).
 
-    The teaching reference: it recounts every pair of every chunk for every merge, like minbpe, so it
-    is slow. `BPETokenizer.train` learns the same merges much faster. Ties go to the pair with the
+    The teaching reference: it recounts every pair of every chunk for every
+    merge, like minbpe, so it
+    is slow. `BPETokenizer.train` learns the same merges much faster. Ties go
+    to the pair with the
     smallest ids; a pair whose joined bytes are already a token is skipped.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not isinstance(vocab_size, int) or vocab_size < 256:
         raise ValueError(
-            f"vocab_size must be an int >= 256 (the 256 bytes), got {vocab_size!r}"
+            "vocab_size must be an int >= 256 (the 256 bytes), got "
+            f"{vocab_size!r}"
         )
     chunks = [
         list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)
@@ -246,7 +268,8 @@ def train_plain(
     merges: list[tuple[int, int]] = []
     while 256 + len(merges) < vocab_size:
         counts = pair_counts(chunks)
-        # the most frequent pair, ties to the smallest ids, among pairs whose bytes are not a token yet
+        # the most frequent pair, ties to the smallest ids, among pairs whose
+        # bytes are not a token yet
         allowed = (p for p in counts if vocab[p[0]] + vocab[p[1]] not in known)
         best = min(allowed, key=lambda p: (-counts[p], p), default=None)
         if (
@@ -264,11 +287,15 @@ def train_plain(
 def encode_plain(
     text: str, merges: Sequence[tuple[int, int]], pattern: str = GPT2_PATTERN
 ) -> list[int]:
-    """Encode `text` (no special tokens) with the merges from `train_plain`, the plain way.
+    """Encode `text` (no special tokens) with the merges from `train_plain`,
+    the plain way.
 
-    The teaching reference: in each chunk, repeatedly merge the neighbouring pair whose joined bytes
-    form the token with the lowest id (all occurrences of that pair, as minbpe does), until no
-    neighbouring pair forms a token. `BPETokenizer.encode` gives the same ids, faster.
+    The teaching reference: in each chunk, repeatedly merge the neighbouring
+    pair whose joined bytes
+    form the token with the lowest id (all occurrences of that pair, as minbpe
+    does), until no
+    neighbouring pair forms a token. `BPETokenizer.encode` gives the same ids,
+    faster.
     """
     vocab = token_bytes(merges)
     rank = {b: i for i, b in enumerate(vocab)}
@@ -292,7 +319,8 @@ def encode_plain(
 def _train_merges(
     chunk_counts: dict[str, int], n_merges: int, show_progress: bool = False
 ) -> list[tuple[int, int]]:
-    """Learn up to `n_merges` merges from distinct chunks and their counts (see `BPETokenizer.train`)."""
+    """Learn up to `n_merges` merges from distinct chunks and their counts (see
+    `BPETokenizer.train`)."""
     words: list[list[int]] = []  # each distinct chunk as a list of token ids
     weights: list[int] = []  # how often it occurs
     for chunk, n in chunk_counts.items():
@@ -375,7 +403,8 @@ def _train_merges(
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #34f63a6a
 def _bpe_chunk(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
-    """The ids of one chunk's bytes: merge the neighbours whose joined bytes have the lowest rank first."""
+    """The ids of one chunk's bytes: merge the neighbours whose joined bytes
+    have the lowest rank first."""
     rank = ranks.get(piece)
     if rank is not None:  # the whole chunk is a token
         return [rank]
@@ -395,7 +424,8 @@ def _bpe_chunk(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
 def _check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
     if isinstance(special_tokens, str):
         raise TypeError(
-            f"special_tokens must be a list of strings, not one string: use ({special_tokens!r},)"
+            "special_tokens must be a list of strings, not one string: use "
+            f"({special_tokens!r},)"
         )
     tokens = list(special_tokens)
     for t in tokens:
@@ -412,7 +442,8 @@ def _check_special_tokens(special_tokens: Iterable[str]) -> list[str]:
 def _compile_pattern(pattern: str) -> regex.Pattern:
     if not isinstance(pattern, str):
         raise TypeError(
-            f"pattern must be a regular expression as a str, got {type(pattern).__name__}"
+            "pattern must be a regular expression as a str, got "
+            f"{type(pattern).__name__}"
         )
     try:
         return regex.compile(pattern)
@@ -423,9 +454,11 @@ def _compile_pattern(pattern: str) -> regex.Pattern:
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #a5a1df77
 class BPETokenizer:
-    """A byte-level BPE tokenizer with a pre-tokenization pattern and special tokens, compatible with tiktoken.
+    """A byte-level BPE tokenizer with a pre-tokenization pattern and special
+    tokens, compatible with tiktoken.
 
-    Ids 0..255 are the single bytes, id 256 + k is the token made by the k-th merge, and the special
+    Ids 0..255 are the single bytes, id 256 + k is the token made by the k-th
+    merge, and the special
     tokens follow. Train one with `BPETokenizer.train(text, vocab_size)`.
     """
 
@@ -462,12 +495,14 @@ class BPETokenizer:
                 raise TypeError(f"merge {k} must be a pair of ints, got {m!r}")
             if not (0 <= a < 256 + k and 0 <= b < 256 + k):
                 raise ValueError(
-                    f"merge {k} = {m!r} uses an id that does not exist yet (ids so far: 0..{255 + k})"
+                    f"merge {k} = {m!r} uses an id that does not exist yet "
+                    f"(ids so far: 0..{255 + k})"
                 )
             joined = vocab[a] + vocab[b]
             if joined in self._ranks:
                 raise ValueError(
-                    f"merge {k} = {m!r} makes {joined!r}, which is already token {self._ranks[joined]}; "
+                    f"merge {k} = {m!r} makes {joined!r}, which is already "
+                    f"token {self._ranks[joined]}; "
                     "two tokens cannot have the same bytes"
                 )
             self._ranks[joined] = len(vocab)
@@ -477,7 +512,8 @@ class BPETokenizer:
         for s in specials:
             if s.encode("utf-8") in self._ranks:
                 raise ValueError(
-                    f"special token {s!r} has the same bytes as token {self._ranks[s.encode('utf-8')]}"
+                    f"special token {s!r} has the same bytes as token "
+                    f"{self._ranks[s.encode('utf-8')]}"
                 )
         self.special_tokens: dict[str, int] = {
             s: len(vocab) + i for i, s in enumerate(specials)
@@ -495,13 +531,19 @@ class BPETokenizer:
         pattern: str = GPT2_PATTERN,
         show_progress: bool = False,
     ) -> BPETokenizer:
-        """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + special tokens) from `text`.
+        """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + special
+        tokens) from `text`.
 
-        The text is cut into chunks with `pattern`, and merges never cross chunks. The most frequent
-        pair is merged first; ties go to the pair with the smallest ids; a pair whose joined bytes are
-        already a token is skipped. The result has the same merges as `train_plain`. Training stops
-        early if no pair is left to merge, so the vocabulary can come out smaller than asked.
-        Special tokens are not learned from the text: occurrences of their strings count as text.
+        The text is cut into chunks with `pattern`, and merges never cross
+        chunks. The most frequent
+        pair is merged first; ties go to the pair with the smallest ids; a pair
+        whose joined bytes are
+        already a token is skipped. The result has the same merges as
+        `train_plain`. Training stops
+        early if no pair is left to merge, so the vocabulary can come out
+        smaller than asked.
+        Special tokens are not learned from the text: occurrences of their
+        strings count as text.
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -514,13 +556,15 @@ class BPETokenizer:
         specials = _check_special_tokens(special_tokens)
         if vocab_size < 256 + len(specials):
             raise ValueError(
-                f"vocab_size must be at least 256 (the bytes) + {len(specials)} (the special tokens) "
+                "vocab_size must be at least 256 (the bytes) + "
+                f"{len(specials)} (the special tokens) "
                 f"= {256 + len(specials)}, got {vocab_size}"
             )
         chunks = Counter(_compile_pattern(pattern).findall(text))
         if sum(len(c) * n for c, n in chunks.items()) != len(text):
             raise ValueError(
-                "pattern must match every character of the text (the chunks must join up to the text)"
+                "pattern must match every character of the text (the chunks "
+                "must join up to the text)"
             )
         merges = _train_merges(
             chunks, vocab_size - 256 - len(specials), show_progress
@@ -543,7 +587,8 @@ class BPETokenizer:
         return self._special_re[tokens]
 
     def encode_ordinary(self, text: str) -> list[int]:
-        """Encode `text` as ordinary text: special-token strings in it get ordinary tokens."""
+        """Encode `text` as ordinary text: special-token strings in it get
+        ordinary tokens."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         cache, ranks, out = self._cache, self._ranks, []
@@ -574,9 +619,12 @@ class BPETokenizer:
     ) -> list[int]:
         """Encode `text` into ids, with tiktoken's rules for special tokens.
 
-        By default no special token is allowed, and text that contains one raises ValueError, so
-        that text from a user cannot pass for a special token. `allowed_special` ("all" or a set)
-        names the special tokens to encode as their ids; `disallowed_special=()` encodes the
+        By default no special token is allowed, and text that contains one
+        raises ValueError, so
+        that text from a user cannot pass for a special token.
+        `allowed_special` ("all" or a set)
+        names the special tokens to encode as their ids;
+        `disallowed_special=()` encodes the
         remaining ones as ordinary text instead of raising.
         """
         if not isinstance(text, str):
@@ -590,8 +638,10 @@ class BPETokenizer:
             found = self._special_regex(disallowed).search(text)
             if found:
                 raise ValueError(
-                    f"the text contains the special token {found.group()!r} at position {found.start()}; pass "
-                    f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as a special token, or "
+                    f"the text contains the special token {found.group()!r} "
+                    f"at position {found.start()}; pass "
+                    f"allowed_special={{{found.group()!r}}} (or 'all') to "
+                    "encode it as a special token, or "
                     f"disallowed_special=() to encode it as ordinary text"
                 )
         if not allowed:
@@ -612,13 +662,15 @@ class BPETokenizer:
             return frozenset(self.special_tokens)
         if isinstance(tokens, str):
             raise TypeError(
-                f"{what} must be 'all' or a set of special tokens, got the string {tokens!r}"
+                f"{what} must be 'all' or a set of special tokens, got the "
+                f"string {tokens!r}"
             )
         names = frozenset(tokens)
         unknown = sorted(n for n in names if n not in self.special_tokens)
         if unknown:
             raise ValueError(
-                f"{what} names {unknown}, which are not special tokens of this tokenizer "
+                f"{what} names {unknown}, which are not special tokens of "
+                "this tokenizer "
                 f"(its special tokens: {sorted(self.special_tokens)})"
             )
         return names
@@ -631,11 +683,13 @@ class BPETokenizer:
         return b"".join([table[i] for i in ids])
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of a sequence of ids; bytes that are not valid UTF-8 become U+FFFD."""
+        """The text of a sequence of ids; bytes that are not valid UTF-8 become
+        U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def to_tiktoken(self, name: str | None = None) -> Any:
-        """The same tokenizer as a `tiktoken.Encoding` (built offline from our ranks: {token bytes: id})."""
+        """The same tokenizer as a `tiktoken.Encoding` (built offline from our
+        ranks: {token bytes: id})."""
         import tiktoken
 
         n = 256 + len(self.merges)
@@ -647,7 +701,8 @@ class BPETokenizer:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to a JSON file (format name, version, pattern, merges, special tokens)."""
+        """Write the tokenizer to a JSON file (format name, version, pattern,
+        merges, special tokens)."""
         _write_json_atomic(
             path,
             {
@@ -662,7 +717,8 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a tokenizer written by `save`; a missing, damaged or foreign file raises a clear error."""
+        """Read a tokenizer written by `save`; a missing, damaged or foreign
+        file raises a clear error."""
         data = _read_json(path, cls.FORMAT, cls.VERSION)
         types = {
             "vocab_size": int,
@@ -681,12 +737,14 @@ class BPETokenizer:
             raise ValueError(f"{path}: {e}") from None
         if tok.vocab_size != data["vocab_size"]:
             raise ValueError(
-                f"{path}: the file says vocab_size {data['vocab_size']}, its contents make {tok.vocab_size}"
+                f"{path}: the file says vocab_size {data['vocab_size']}, its "
+                f"contents make {tok.vocab_size}"
             )
         return tok
 
     def __repr__(self) -> str:
         return (
-            f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+            f"BPETokenizer(vocab_size={self.vocab_size}, "
+            f"merges={len(self.merges)}, "
             f"special_tokens={list(self.special_tokens)})"
         )

@@ -46,7 +46,8 @@ def _check_int(
 
 
 def as_token_tensor(ids: Any, name: str = "ids") -> Tensor:
-    """``ids`` (a list, array or tensor of token ids) as a 1-D int64 tensor; anything else raises ValueError."""
+    """``ids`` (a list, array or tensor of token ids) as a 1-D int64 tensor;
+    anything else raises ValueError."""
     if not isinstance(ids, Tensor):
         try:
             ids = torch.as_tensor(ids)
@@ -61,7 +62,8 @@ def as_token_tensor(ids: Any, name: str = "ids") -> Tensor:
         or ids.dtype == torch.bool
     ):
         raise ValueError(
-            f"{name} must be a 1-D sequence of integer token ids, got shape {tuple(ids.shape)} "
+            f"{name} must be a 1-D sequence of integer token ids, got shape "
+            f"{tuple(ids.shape)} "
             f"and dtype {ids.dtype}"
         )
     return ids.long()
@@ -75,18 +77,23 @@ def get_batch(
     *,
     context: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``batch_size`` random windows of ``block_size`` tokens from the 1-D tensor ``ids``, and the targets:
-    the same windows shifted one token to the right. Returns ``(x, y)``, both ``(batch_size, block_size)``.
+    """``batch_size`` random windows of ``block_size`` tokens from the 1-D
+    tensor ``ids``, and the targets:
+    the same windows shifted one token to the right. Returns ``(x, y)``, both
+    ``(batch_size, block_size)``.
 
-    ``context`` (a model's ``block_size``) makes a longer window an error; ``ids`` must hold at least
+    ``context`` (a model's ``block_size``) makes a longer window an error;
+    ``ids`` must hold at least
     ``block_size + 1`` tokens.
     """
     _check_int("block_size", block_size, 1, "get_batch")
     _check_int("batch_size", batch_size, 1, "get_batch")
     if context is not None and block_size > context:
         raise ValueError(
-            f"get_batch: training windows of block_size={block_size} tokens are longer than the "
-            f"model's context block_size={context}; use block_size <= {context}"
+            f"get_batch: training windows of block_size={block_size} tokens "
+            "are longer than the "
+            f"model's context block_size={context}; use block_size <= "
+            f"{context}"
         )
     if ids.dim() != 1:
         raise ValueError(
@@ -95,7 +102,8 @@ def get_batch(
     n = ids.numel()
     if n < block_size + 1:
         raise ValueError(
-            f"get_batch: {n} tokens are too few for a window of block_size={block_size} and its "
+            f"get_batch: {n} tokens are too few for a window of "
+            f"block_size={block_size} and its "
             f"shifted target; need at least {block_size + 1}"
         )
     starts = torch.randint(
@@ -107,16 +115,25 @@ def get_batch(
 # %% ../chapters/03-gpt/03-pretraining.ipynb #1aae6747
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: steps, batch, learning-rate schedule, AdamW, clipping, evaluation and checkpoints.
+    """How to train: steps, batch, learning-rate schedule, AdamW, clipping,
+    evaluation and checkpoints.
 
-    ``max_iters`` optimizer steps on batches of ``batch_size`` windows of ``block_size`` tokens (None: the
-    model's context). The learning rate warms up linearly for ``warmup_iters`` steps to ``learning_rate``,
-    then follows a cosine down to ``min_lr`` at ``lr_decay_iters`` (None: ``max_iters``). AdamW with
-    ``betas`` and ``weight_decay`` (on matrices only); gradients clipped to norm ``grad_clip`` (None: no
-    clipping). Every ``eval_interval`` steps the mean loss of ``eval_iters`` batches of each split is
-    recorded. With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_interval`` steps (None:
-    at evaluations) and at the end. ``seed`` fixes the batches and dropout. ``dtype="bfloat16"`` runs the
-    forward pass under ``torch.autocast`` in bfloat16 (weights and optimizer stay float32).
+    ``max_iters`` optimizer steps on batches of ``batch_size`` windows of
+    ``block_size`` tokens (None: the
+    model's context). The learning rate warms up linearly for ``warmup_iters``
+    steps to ``learning_rate``,
+    then follows a cosine down to ``min_lr`` at ``lr_decay_iters`` (None:
+    ``max_iters``). AdamW with
+    ``betas`` and ``weight_decay`` (on matrices only); gradients clipped to
+    norm ``grad_clip`` (None: no
+    clipping). Every ``eval_interval`` steps the mean loss of ``eval_iters``
+    batches of each split is
+    recorded. With ``checkpoint_dir``, a checkpoint is written every
+    ``checkpoint_interval`` steps (None:
+    at evaluations) and at the end. ``seed`` fixes the batches and dropout.
+    ``dtype="bfloat16"`` runs the
+    forward pass under ``torch.autocast`` in bfloat16 (weights and optimizer
+    stay float32).
     """
 
     max_iters: int = 2000
@@ -146,8 +163,10 @@ class TrainConfig:
             _check_int("lr_decay_iters", self.lr_decay_iters, 0)
             if self.lr_decay_iters < self.warmup_iters:
                 raise ValueError(
-                    f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must be >= "
-                    f"warmup_iters={self.warmup_iters} (the decay starts after the warm-up)"
+                    f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must "
+                    "be >= "
+                    f"warmup_iters={self.warmup_iters} (the decay starts "
+                    "after the warm-up)"
                 )
         _check_int("eval_interval", self.eval_interval, 1)
         _check_int("eval_iters", self.eval_iters, 1)
@@ -163,12 +182,14 @@ class TrainConfig:
                 or v < 0
             ):
                 raise ValueError(
-                    f"TrainConfig: {name} must be a finite number >= 0, got {v!r}"
+                    f"TrainConfig: {name} must be a finite number >= 0, got "
+                    f"{v!r}"
                 )
             object.__setattr__(self, name, float(v))
         if self.min_lr > self.learning_rate:
             raise ValueError(
-                f"TrainConfig: min_lr={self.min_lr} is above learning_rate={self.learning_rate}"
+                f"TrainConfig: min_lr={self.min_lr} is above "
+                f"learning_rate={self.learning_rate}"
             )
         b = self.betas
         if (
@@ -193,18 +214,21 @@ class TrainConfig:
             or not math.isfinite(g)
         ):
             raise ValueError(
-                f"TrainConfig: grad_clip must be a positive number or None, got {g!r}"
+                "TrainConfig: grad_clip must be a positive number or None, "
+                f"got {g!r}"
             )
         if g is not None:
             object.__setattr__(self, "grad_clip", float(g))
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(
-                f"TrainConfig: dtype must be 'float32' or 'bfloat16' (autocast), got {self.dtype!r}"
+                "TrainConfig: dtype must be 'float32' or 'bfloat16' "
+                f"(autocast), got {self.dtype!r}"
             )
         if self.checkpoint_dir is not None:
             if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
                 raise ValueError(
-                    f"TrainConfig: checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}"
+                    "TrainConfig: checkpoint_dir must be a path or None, got "
+                    f"{self.checkpoint_dir!r}"
                 )
             object.__setattr__(
                 self, "checkpoint_dir", os.fspath(self.checkpoint_dir)
@@ -227,16 +251,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """The configuration from a dict such as :meth:`to_dict` writes; unknown keys raise ValueError."""
+        """The configuration from a dict such as :meth:`to_dict` writes;
+        unknown keys raise ValueError."""
         if not isinstance(d, Mapping):
             raise ValueError(
-                f"TrainConfig.from_dict: expected a mapping, got {type(d).__name__}"
+                "TrainConfig.from_dict: expected a mapping, got "
+                f"{type(d).__name__}"
             )
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise ValueError(
-                f"TrainConfig.from_dict: unknown keys {unknown}; the fields are {known}"
+                f"TrainConfig.from_dict: unknown keys {unknown}; the fields "
+                f"are {known}"
             )
         d = dict(d)
         if "betas" in d and isinstance(d["betas"], list):
@@ -245,7 +272,8 @@ class TrainConfig:
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #522c56d3
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """The learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine decay to ``min_lr``."""
+    """The learning rate for optimizer step ``step`` (0-based): linear warm-up,
+    then cosine decay to ``min_lr``."""
     c = config
     if step < c.warmup_iters:
         return c.learning_rate * (step + 1) / (c.warmup_iters + 1)
@@ -266,14 +294,20 @@ def configure_optimizer(
     fused: bool | None = None,
     flat: bool = False,
 ) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: weight decay on the matrices (every parameter with 2 or more
-    dimensions: linear layers and embeddings), none on biases and LayerNorm gains. A tied parameter
+    """AdamW with two parameter groups: weight decay on the matrices (every
+    parameter with 2 or more
+    dimensions: linear layers and embeddings), none on biases and LayerNorm
+    gains. A tied parameter
     appears once.
 
-    ``fused`` selects PyTorch's fused AdamW kernel, one pass over all parameters instead of several
-    passes per tensor; the default uses it when every parameter is a floating-point tensor on a CPU or
-    CUDA device. It is the same algorithm; results differ from the unfused one only by float rounding.
-    ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into one buffer per group."""
+    ``fused`` selects PyTorch's fused AdamW kernel, one pass over all
+    parameters instead of several
+    passes per tensor; the default uses it when every parameter is a
+    floating-point tensor on a CPU or
+    CUDA device. It is the same algorithm; results differ from the unfused one
+    only by float rounding.
+    ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into
+    one buffer per group."""
     params = dict(
         model.named_parameters()
     )  # named_parameters lists a shared tensor once
@@ -293,7 +327,8 @@ def configure_optimizer(
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #ae2b27de
 def _flatten_group(members: list[nn.Parameter]) -> nn.Parameter:
-    """One buffer holding ``members`` (and one for their gradients); each member becomes a view of its slice."""
+    """One buffer holding ``members`` (and one for their gradients); each
+    member becomes a view of its slice."""
     first = members[0]
     total = sum(p.numel() for p in members)
     data = torch.empty(total, dtype=first.dtype, device=first.device)
@@ -315,19 +350,30 @@ def _flatten_group(members: list[nn.Parameter]) -> nn.Parameter:
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #b7412a08
 class FlatAdamW(torch.optim.AdamW):
-    """AdamW over parameters gathered into one contiguous buffer per parameter group.
+    """AdamW over parameters gathered into one contiguous buffer per parameter
+    group.
 
-    Each parameter's data becomes a view of its slice of its group's buffer, with unchanged values, and its
-    ``.grad`` a view of the same slice of a gradient buffer, so back-propagation adds into the buffer. The
-    update, clipping (``torch.nn.utils.clip_grad_norm_`` of the flat parameters of ``param_groups``) and
-    :meth:`zero_grad` then act on a few large tensors instead of many small ones. The update is AdamW's,
-    element by element; unlike ``torch.optim.AdamW``, which skips a parameter whose ``.grad`` is None,
-    every parameter is stepped at every step (with a zero gradient if it got none).
+    Each parameter's data becomes a view of its slice of its group's buffer,
+    with unchanged values, and its
+    ``.grad`` a view of the same slice of a gradient buffer, so
+    back-propagation adds into the buffer. The
+    update, clipping (``torch.nn.utils.clip_grad_norm_`` of the flat parameters
+    of ``param_groups``) and
+    :meth:`zero_grad` then act on a few large tensors instead of many small
+    ones. The update is AdamW's,
+    element by element; unlike ``torch.optim.AdamW``, which skips a parameter
+    whose ``.grad`` is None,
+    every parameter is stepped at every step (with a zero gradient if it got
+    none).
 
-    A group's parameters must be distinct tensors that require gradients, of one floating-point dtype
-    on one device. :meth:`state_dict` and :meth:`load_state_dict` use the per-parameter layout of
-    ``torch.optim.AdamW`` over the same groups, so their checkpoints are interchangeable. :meth:`release`
-    gives every parameter its own memory back; the optimizer cannot step afterwards.
+    A group's parameters must be distinct tensors that require gradients, of
+    one floating-point dtype
+    on one device. :meth:`state_dict` and :meth:`load_state_dict` use the
+    per-parameter layout of
+    ``torch.optim.AdamW`` over the same groups, so their checkpoints are
+    interchangeable. :meth:`release`
+    gives every parameter its own memory back; the optimizer cannot step
+    afterwards.
     """
 
     def __init__(self, params: Any, **kwargs: Any) -> None:
@@ -343,7 +389,8 @@ class FlatAdamW(torch.optim.AdamW):
                 {id(p) for p in members}
             ) < len(members):
                 raise ValueError(
-                    f"FlatAdamW: group {number} lists a parameter twice (or one another group lists)"
+                    f"FlatAdamW: group {number} lists a parameter twice (or "
+                    "one another group lists)"
                 )
             seen.update(id(p) for p in members)
             if any(
@@ -351,15 +398,18 @@ class FlatAdamW(torch.optim.AdamW):
                 for p in members
             ):
                 raise ValueError(
-                    f"FlatAdamW: every parameter of group {number} must be a tensor that requires grad"
+                    f"FlatAdamW: every parameter of group {number} must be a "
+                    "tensor that requires grad"
                 )
             kinds = {(p.dtype, p.device) for p in members}
             if len(kinds) > 1 or any(
                 not dtype.is_floating_point for dtype, _ in kinds
             ):
                 raise ValueError(
-                    f"FlatAdamW: the parameters of group {number} must share one floating-point dtype "
-                    f"and one device to share a buffer; got {sorted(map(str, kinds))}"
+                    f"FlatAdamW: the parameters of group {number} must share "
+                    "one floating-point dtype "
+                    "and one device to share a buffer; got "
+                    f"{sorted(map(str, kinds))}"
                 )
             self._members.append(members)
             flat_groups.append(
@@ -371,22 +421,26 @@ class FlatAdamW(torch.optim.AdamW):
         super().__init__(flat_groups, **kwargs)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the gradient buffers in place (whatever ``set_to_none`` says: the parameters' gradients are
+        """Zero the gradient buffers in place (whatever ``set_to_none`` says:
+        the parameters' gradients are
         views of the buffers and must stay so)."""
         for group in self.param_groups:
             for flat in group["params"]:
                 flat.grad.zero_()
 
     def state_dict(self) -> dict[str, Any]:
-        """The state in the per-parameter layout of ``torch.optim.AdamW`` over the same groups (copies)."""
+        """The state in the per-parameter layout of ``torch.optim.AdamW`` over
+        the same groups (copies)."""
         return _per_parameter_state(super().state_dict(), self._members)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state in the per-parameter layout (from :meth:`state_dict` or ``torch.optim.AdamW``)."""
+        """Load a state in the per-parameter layout (from :meth:`state_dict` or
+        ``torch.optim.AdamW``)."""
         super().load_state_dict(_flat_state(state_dict, self._members))
 
     def release(self) -> None:
-        """Give every parameter its own memory (same values) and drop the gradients (None)."""
+        """Give every parameter its own memory (same values) and drop the
+        gradients (None)."""
         for members in self._members:
             for p in members:
                 p.data = p.data.clone()
@@ -399,7 +453,8 @@ class FlatAdamW(torch.optim.AdamW):
 def _per_parameter_state(
     flat_state: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
 ) -> dict[str, Any]:
-    """A flat optimizer's state (one entry per group) in the layout of ``torch.optim.AdamW`` over the real
+    """A flat optimizer's state (one entry per group) in the layout of
+    ``torch.optim.AdamW`` over the real
     parameters (one entry per parameter, each a copy of its slice)."""
     state: dict[int, dict[str, Any]] = {}
     groups = []
@@ -435,15 +490,19 @@ def _per_parameter_state(
 def _flat_state(
     state_dict: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
 ) -> dict[str, Any]:
-    """The inverse of :func:`_per_parameter_state`: a per-parameter state (from ``FlatAdamW.state_dict`` or
-    ``torch.optim.AdamW``) as a flat optimizer's, with each group's tensors concatenated. Refuses states that
-    a flat optimizer cannot hold: other group sizes, other shapes, or parameters of a group at other steps."""
+    """The inverse of :func:`_per_parameter_state`: a per-parameter state (from
+    ``FlatAdamW.state_dict`` or
+    ``torch.optim.AdamW``) as a flat optimizer's, with each group's tensors
+    concatenated. Refuses states that
+    a flat optimizer cannot hold: other group sizes, other shapes, or
+    parameters of a group at other steps."""
     groups = state_dict["param_groups"]
     have = [len(g["params"]) for g in groups]
     want = [len(m) for m in members_per_group]
     if have != want:
         raise ValueError(
-            f"FlatAdamW.load_state_dict: the state has groups of {have} parameters, this "
+            f"FlatAdamW.load_state_dict: the state has groups of {have} "
+            "parameters, this "
             f"optimizer groups of {want}"
         )
     flat_state: dict[int, dict[str, Any]] = {}
@@ -460,8 +519,10 @@ def _flat_state(
                 or len({tuple(sorted(s)) for s in per_param}) > 1
             ):
                 raise ValueError(
-                    f"FlatAdamW.load_state_dict: some parameters of group {number} have no state "
-                    f"or other keys; a flat optimizer steps a group's parameters together"
+                    "FlatAdamW.load_state_dict: some parameters of group "
+                    f"{number} have no state "
+                    "or other keys; a flat optimizer steps a group's "
+                    "parameters together"
                 )
             merged: dict[str, Any] = {}
             for key, first in per_param[0].items():
@@ -471,7 +532,8 @@ def _flat_state(
                         for s, p in zip(per_param, members)
                     ):
                         raise ValueError(
-                            f"FlatAdamW.load_state_dict: a {key!r} of group {number} does not "
+                            f"FlatAdamW.load_state_dict: a {key!r} of group "
+                            f"{number} does not "
                             f"have its parameter's shape"
                         )
                     merged[key] = torch.cat(
@@ -485,8 +547,10 @@ def _flat_state(
                         for s in per_param
                     ):
                         raise ValueError(
-                            f"FlatAdamW.load_state_dict: the parameters of group {number} differ "
-                            f"in {key!r}; a flat optimizer steps a group's parameters together"
+                            "FlatAdamW.load_state_dict: the parameters of "
+                            f"group {number} differ "
+                            f"in {key!r}; a flat optimizer steps a group's "
+                            "parameters together"
                         )
                     merged[key] = (
                         first.clone() if isinstance(first, Tensor) else first
@@ -506,10 +570,13 @@ def estimate_loss(
     eval_iters: int,
     seed: int = 0,
 ) -> float:
-    """The mean loss of ``model`` over ``eval_iters`` random batches of ``ids``, in eval mode (no dropout).
+    """The mean loss of ``model`` over ``eval_iters`` random batches of
+    ``ids``, in eval mode (no dropout).
 
-    The batches come from a generator of their own seeded with ``seed``, so every call with the same seed
-    sees the same batches and the training's random streams are not touched. They are drawn on the CPU and
+    The batches come from a generator of their own seeded with ``seed``, so
+    every call with the same seed
+    sees the same batches and the training's random streams are not touched.
+    They are drawn on the CPU and
     moved to the model's device.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -534,8 +601,10 @@ def estimate_loss(
 # %% ../chapters/03-gpt/03-pretraining.ipynb #05fe5f93
 @dataclass
 class History:
-    """What happened during training, for plots: per step the training loss (of that step's batch), the
-    learning rate and the seconds since the start; at each evaluation the mean train and validation loss."""
+    """What happened during training, for plots: per step the training loss (of
+    that step's batch), the
+    learning rate and the seconds since the start; at each evaluation the mean
+    train and validation loss."""
 
     step: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -564,7 +633,8 @@ class History:
         return cls(**{k: list(d[k]) for k in known})
 
     def truncate(self, step: int) -> History:
-        """A copy with only the records before optimizer step ``step`` (evaluations before ``step`` too)."""
+        """A copy with only the records before optimizer step ``step``
+        (evaluations before ``step`` too)."""
         n = sum(s < step for s in self.step)
         m = sum(s < step for s in self.eval_step)
         return History(
@@ -609,7 +679,8 @@ def _sha256(path: Path) -> str:
 def _model_tensors(
     model: nn.Module,
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The state dict with each shared tensor once, and a map alias -> kept name for the others."""
+    """The state dict with each shared tensor once, and a map alias -> kept
+    name for the others."""
     kept: dict[str, Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[int, int, tuple], str] = {}
@@ -644,7 +715,8 @@ def _optimizer_tensors(
 
 
 def _atomic_dir_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder with ``write(tmp)`` into a temporary folder next to ``path``, then move it into place."""
+    """Write a folder with ``write(tmp)`` into a temporary folder next to
+    ``path``, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(
         tempfile.mkdtemp(
@@ -653,7 +725,9 @@ def _atomic_dir_write(path: Path, write: Callable[[Path], None]) -> None:
     )
     try:
         write(tmp)
-        if path.exists():  # a folder cannot be renamed over a full one: move the old one aside first
+        # a folder cannot be renamed over a full one: move the old one aside
+        # first
+        if path.exists():
             old = Path(
                 tempfile.mkdtemp(
                     dir=path.parent, prefix=f".{path.name}.", suffix=".old"
@@ -680,14 +754,20 @@ def save_checkpoint(
     generator: torch.Generator | None = None,
     history: History | None = None,
 ) -> Path:
-    """Write a checkpoint folder at ``path`` and return it: ``model.safetensors`` (each tied weight once),
-    ``optimizer.safetensors`` (if ``optimizer``), ``tokenizer.json`` (if ``tokenizer``) and
-    ``checkpoint.json`` (format, model and train config, step, optimizer hyper-parameters, PyTorch's global
-    RNG state and the data ``generator``'s state, the ``history`` and a SHA-256 of every other file).
-    No pickle. The folder appears whole or not at all (written beside it, then renamed)."""
+    """Write a checkpoint folder at ``path`` and return it:
+    ``model.safetensors`` (each tied weight once),
+    ``optimizer.safetensors`` (if ``optimizer``), ``tokenizer.json`` (if
+    ``tokenizer``) and
+    ``checkpoint.json`` (format, model and train config, step, optimizer
+    hyper-parameters, PyTorch's global
+    RNG state and the data ``generator``'s state, the ``history`` and a SHA-256
+    of every other file).
+    No pickle. The folder appears whole or not at all (written beside it, then
+    renamed)."""
     if not isinstance(model, GPT):
         raise ValueError(
-            f"save_checkpoint: model must be a gptlib.model.GPT, got {type(model).__name__}"
+            "save_checkpoint: model must be a gptlib.model.GPT, got "
+            f"{type(model).__name__}"
         )
     _check_int("step", step, 0, "save_checkpoint")
     tensors, aliases = _model_tensors(model)
@@ -725,7 +805,8 @@ def save_checkpoint(
         if tokenizer is not None:
             if not isinstance(tokenizer, (CharTokenizer, BPETokenizer)):
                 raise ValueError(
-                    f"save_checkpoint: tokenizer must be a CharTokenizer or BPETokenizer, "
+                    "save_checkpoint: tokenizer must be a CharTokenizer or "
+                    "BPETokenizer, "
                     f"got {type(tokenizer).__name__}"
                 )
             tokenizer.save(tmp / "tokenizer.json")
@@ -743,7 +824,8 @@ def save_checkpoint(
 # %% ../chapters/03-gpt/03-pretraining.ipynb #e04e7322
 @dataclass
 class Checkpoint:
-    """A checkpoint read by :func:`load_checkpoint`: the model (weights loaded), its config, the step, and
+    """A checkpoint read by :func:`load_checkpoint`: the model (weights
+    loaded), its config, the step, and
     whatever else was saved (None where it was not)."""
 
     model: GPT
@@ -762,7 +844,8 @@ def _read_tensors(path: Path, what: str) -> dict[str, Tensor]:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(
-            f"load_checkpoint: {path} is not a readable safetensors file ({what}; truncated or "
+            f"load_checkpoint: {path} is not a readable safetensors file "
+            f"({what}; truncated or "
             f"damaged?): {e}"
         ) from None
 
@@ -772,10 +855,14 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Read a checkpoint folder written by :func:`save_checkpoint`.
 
-    Everything is checked before a model is returned: the files' checksums, the format, the config (equal
-    to ``config`` when one is given), and every tensor's name, shape and dtype against a model built from
-    the config. Any problem raises ValueError (FileNotFoundError if there is no checkpoint at ``path``)
-    naming it; a partly loaded model is never returned. Uses safetensors and JSON only, never pickle.
+    Everything is checked before a model is returned: the files' checksums, the
+    format, the config (equal
+    to ``config`` when one is given), and every tensor's name, shape and dtype
+    against a model built from
+    the config. Any problem raises ValueError (FileNotFoundError if there is no
+    checkpoint at ``path``)
+    naming it; a partly loaded model is never returned. Uses safetensors and
+    JSON only, never pickle.
     """
     path = Path(path)
     meta_path = path / "checkpoint.json"
@@ -787,7 +874,8 @@ def load_checkpoint(
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(
-            f"load_checkpoint: {meta_path} is not valid JSON (truncated or damaged?): {e}"
+            f"load_checkpoint: {meta_path} is not valid JSON (truncated or "
+            f"damaged?): {e}"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
@@ -795,7 +883,8 @@ def load_checkpoint(
         )
     if meta.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
-            f"load_checkpoint: checkpoint format version {meta.get('version')!r}; this gptlib reads "
+            "load_checkpoint: checkpoint format version "
+            f"{meta.get('version')!r}; this gptlib reads "
             f"version {CHECKPOINT_VERSION}"
         )
     sums = meta.get("sha256")
@@ -805,11 +894,13 @@ def load_checkpoint(
         f = path / name
         if name not in _PICKLE_FREE or not f.is_file():
             raise ValueError(
-                f"load_checkpoint: the checkpoint lists {name!r}, which is missing or not allowed"
+                f"load_checkpoint: the checkpoint lists {name!r}, which is "
+                "missing or not allowed"
             )
         if _sha256(f) != digest:
             raise ValueError(
-                f"load_checkpoint: {f} does not match its checksum (damaged or changed)"
+                f"load_checkpoint: {f} does not match its checksum (damaged "
+                "or changed)"
             )
     try:
         model_config = GPTConfig.from_dict(meta["model_config"])
@@ -843,7 +934,8 @@ def load_checkpoint(
             if getattr(config, k) != v
         }
         raise ValueError(
-            f"load_checkpoint: the checkpoint is of another model config; (checkpoint, expected) "
+            "load_checkpoint: the checkpoint is of another model config; "
+            "(checkpoint, expected) "
             f"differ in {diff}"
         )
 
@@ -851,20 +943,24 @@ def load_checkpoint(
     expected, expected_aliases = _model_tensors(model)
     if aliases != expected_aliases:
         raise ValueError(
-            f"load_checkpoint: the checkpoint ties {aliases}, the model ties {expected_aliases}"
+            f"load_checkpoint: the checkpoint ties {aliases}, the model ties "
+            f"{expected_aliases}"
         )
     tensors = _read_tensors(path / "model.safetensors", "model weights")
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         raise ValueError(
-            f"load_checkpoint: the weights do not fit the config: missing {missing}, unexpected {extra}"
+            "load_checkpoint: the weights do not fit the config: missing "
+            f"{missing}, unexpected {extra}"
         )
     for name, t in expected.items():
         if tensors[name].shape != t.shape or tensors[name].dtype != t.dtype:
             raise ValueError(
-                f"load_checkpoint: tensor {name!r} has shape {tuple(tensors[name].shape)} and dtype "
-                f"{tensors[name].dtype}; the config needs {tuple(t.shape)} and {t.dtype}"
+                f"load_checkpoint: tensor {name!r} has shape "
+                f"{tuple(tensors[name].shape)} and dtype "
+                f"{tensors[name].dtype}; the config needs {tuple(t.shape)} "
+                f"and {t.dtype}"
             )
     state = dict(tensors)
     for alias, kept in aliases.items():
@@ -875,7 +971,8 @@ def load_checkpoint(
     if meta.get("optimizer_param_groups") is not None:
         if "optimizer.safetensors" not in sums:
             raise ValueError(
-                "load_checkpoint: optimizer hyper-parameters without optimizer.safetensors"
+                "load_checkpoint: optimizer hyper-parameters without "
+                "optimizer.safetensors"
             )
         opt = _read_tensors(path / "optimizer.safetensors", "optimizer state")
         per_param: dict[int, dict[str, Tensor]] = {}
@@ -899,12 +996,14 @@ def load_checkpoint(
         }
         if meta["tokenizer"] not in classes or "tokenizer.json" not in sums:
             raise ValueError(
-                f"load_checkpoint: unknown tokenizer {meta['tokenizer']!r} or no tokenizer.json"
+                f"load_checkpoint: unknown tokenizer {meta['tokenizer']!r} or "
+                "no tokenizer.json"
             )
         tokenizer = classes[meta["tokenizer"]].load(path / "tokenizer.json")
         if tokenizer.vocab_size != model_config.vocab_size:
             raise ValueError(
-                f"load_checkpoint: the tokenizer has {tokenizer.vocab_size} ids, the model "
+                f"load_checkpoint: the tokenizer has {tokenizer.vocab_size} "
+                "ids, the model "
                 f"vocab_size={model_config.vocab_size}"
             )
     return Checkpoint(
@@ -935,31 +1034,50 @@ def train(
     callback: Callable[[int, GPT], None] | None = None,
     show_progress: bool = True,
 ) -> History:
-    """Train ``model`` in place on the token ids ``train_ids`` and return the :class:`History`.
+    """Train ``model`` in place on the token ids ``train_ids`` and return the
+    :class:`History`.
 
-    Each step: the learning rate of :func:`learning_rate`, a batch from :func:`get_batch`, the loss, the
-    gradients clipped to ``config.grad_clip``, one AdamW step (:class:`FlatAdamW` from
-    :func:`configure_optimizer`, per tensor if the parameters differ in dtype or device). Every
-    ``config.eval_interval`` steps and at the end, :func:`estimate_loss` on both splits. With
-    ``config.checkpoint_dir``, checkpoints (:func:`save_checkpoint`, with ``tokenizer``) go there.
-    ``resume`` (a checkpoint folder or :class:`Checkpoint` of this model's config) restores weights,
-    optimizer, step, random states and history, and training continues exactly as if never interrupted.
-    ``callback(step, model)`` runs after each evaluation. A NaN or infinite loss raises
-    :class:`NonFiniteLossError`, leaving the last good checkpoint on disk. The global PyTorch RNG is seeded
+    Each step: the learning rate of :func:`learning_rate`, a batch from
+    :func:`get_batch`, the loss, the
+    gradients clipped to ``config.grad_clip``, one AdamW step
+    (:class:`FlatAdamW` from
+    :func:`configure_optimizer`, per tensor if the parameters differ in dtype
+    or device). Every
+    ``config.eval_interval`` steps and at the end, :func:`estimate_loss` on
+    both splits. With
+    ``config.checkpoint_dir``, checkpoints (:func:`save_checkpoint`, with
+    ``tokenizer``) go there.
+    ``resume`` (a checkpoint folder or :class:`Checkpoint` of this model's
+    config) restores weights,
+    optimizer, step, random states and history, and training continues exactly
+    as if never interrupted.
+    ``callback(step, model)`` runs after each evaluation. A NaN or infinite
+    loss raises
+    :class:`NonFiniteLossError`, leaving the last good checkpoint on disk. The
+    global PyTorch RNG is seeded
     with ``config.seed`` (dropout) unless resuming.
 
-    The model trains on the device it is on (batches are drawn on the CPU and moved there). Started by
-    ``torchrun`` after ``torch.distributed.init_process_group``, it trains data-parallel with
-    :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws the same batch of
-    ``config.batch_size`` windows and takes its own equal share of the rows, so the averaged gradient, and
-    the step, are those of the whole batch in one process. Only process 0 shows progress and writes
-    checkpoints; every process returns the same history, except ``elapsed``, which is its own clock. (Each
-    process evaluates every batch itself, and a resumed run restores process 0's random state everywhere,
-    so with dropout a resumed multi-process run is not bit-for-bit the uninterrupted one.)
+    The model trains on the device it is on (batches are drawn on the CPU and
+    moved there). Started by
+    ``torchrun`` after ``torch.distributed.init_process_group``, it trains
+    data-parallel with
+    :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws
+    the same batch of
+    ``config.batch_size`` windows and takes its own equal share of the rows, so
+    the averaged gradient, and
+    the step, are those of the whole batch in one process. Only process 0 shows
+    progress and writes
+    checkpoints; every process returns the same history, except ``elapsed``,
+    which is its own clock. (Each
+    process evaluates every batch itself, and a resumed run restores process
+    0's random state everywhere,
+    so with dropout a resumed multi-process run is not bit-for-bit the
+    uninterrupted one.)
     """
     if not isinstance(model, GPT):
         raise ValueError(
-            f"train: model must be a gptlib.model.GPT, got {type(model).__name__}"
+            "train: model must be a gptlib.model.GPT, got "
+            f"{type(model).__name__}"
         )
     if not isinstance(config, TrainConfig):
         raise ValueError(
@@ -979,7 +1097,8 @@ def train(
             ids.min() < 0 or ids.max() >= model.config.vocab_size
         ):
             raise ValueError(
-                f"train: {name} holds ids outside the vocabulary [0, {model.config.vocab_size})"
+                f"train: {name} holds ids outside the vocabulary [0, "
+                f"{model.config.vocab_size})"
             )
 
     distributed = dist.is_available() and dist.is_initialized()
@@ -988,7 +1107,8 @@ def train(
     )
     if c.batch_size % world:
         raise ValueError(
-            f"train: batch_size={c.batch_size} does not split evenly among {world} processes; "
+            f"train: batch_size={c.batch_size} does not split evenly among "
+            f"{world} processes; "
             f"use a multiple of {world}"
         )
     device = next(model.parameters()).device
@@ -1002,12 +1122,15 @@ def train(
     optimizer = configure_optimizer(
         model, c.learning_rate, c.weight_decay, c.betas, flat=flat
     )
-    try:  # a flat optimizer gives the parameters their own memory back, however training ends
+    # a flat optimizer gives the parameters their own memory back, however
+    # training ends
+    try:
         rows = slice(
             rank * c.batch_size // world, (rank + 1) * c.batch_size // world
         )  # this process's share
         net: nn.Module = model
-        if distributed:  # after the optimizer, which may move the parameters into its buffers
+        # after the optimizer, which may move the parameters into its buffers
+        if distributed:
             net = DistributedDataParallel(
                 model,
                 device_ids=[device.index] if device.type == "cuda" else None,
@@ -1026,11 +1149,13 @@ def train(
             )
             if ckpt.config != model.config:
                 raise ValueError(
-                    f"train: cannot resume a {ckpt.config} checkpoint into a {model.config} model"
+                    f"train: cannot resume a {ckpt.config} checkpoint into a "
+                    f"{model.config} model"
                 )
             if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
                 raise ValueError(
-                    "train: the checkpoint has no optimizer or data RNG state, so it cannot be resumed"
+                    "train: the checkpoint has no optimizer or data RNG "
+                    "state, so it cannot be resumed"
                 )
             model.load_state_dict(ckpt.model.state_dict())
             optimizer.load_state_dict(ckpt.optimizer_state)
@@ -1049,7 +1174,8 @@ def train(
             )  # dropout: each process its own masks
         if start > c.max_iters:
             raise ValueError(
-                f"train: the checkpoint is at step {start}, beyond max_iters={c.max_iters}"
+                f"train: the checkpoint is at step {start}, beyond "
+                f"max_iters={c.max_iters}"
             )
 
         ckpt_dir = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
@@ -1062,12 +1188,17 @@ def train(
                 torch.isfinite(p).all() for p in model.parameters()
             ):  # never overwrite a good one with NaNs
                 raise NonFiniteLossError(
-                    f"train: a weight is NaN or infinite after step {step - 1}; training stopped "
-                    f"without writing a checkpoint (the last good one stays in {ckpt_dir})"
+                    "train: a weight is NaN or infinite after step "
+                    f"{step - 1}; training stopped "
+                    "without writing a checkpoint (the last good one stays "
+                    f"in {ckpt_dir})"
                 )
             if (
                 rank != 0
-            ):  # every process checks (same weights, so all stop together); one writes
+                # every process checks (same weights, so all stop together);
+                # one
+                # writes
+            ):
                 return
             save_checkpoint(
                 ckpt_dir,
@@ -1085,9 +1216,14 @@ def train(
                 return
             seed = (
                 c.seed + 1
-            )  # the same evaluation batches every time, apart from the training batches' stream
+                # the same evaluation batches every time, apart from the
+                # training
+                # batches' stream
+            )
             history.eval_step.append(step)
-            with autocast:  # every process evaluates the same batches and gets the same numbers
+            # every process evaluates the same batches and gets the same
+            # numbers
+            with autocast:
                 for ids, losses in (
                     (train_ids, history.eval_train_loss),
                     (val_ids, history.val_loss),
@@ -1134,7 +1270,9 @@ def train(
                 _, loss = net(x, y)
             if (
                 world > 1
-            ):  # the mean over the whole batch, the same number in every process
+                # the mean over the whole batch, the same number in every
+                # process
+            ):
                 mean = loss.detach().clone()
                 dist.all_reduce(mean)
                 loss_value = mean.item() / world
@@ -1148,7 +1286,8 @@ def train(
                     else ""
                 )
                 raise NonFiniteLossError(
-                    f"train: the loss is {loss_value} at step {step} (learning rate {lr:.3g}); "
+                    f"train: the loss is {loss_value} at step {step} "
+                    f"(learning rate {lr:.3g}); "
                     f"training stopped{kept}"
                 )
             loss.backward()
@@ -1172,7 +1311,8 @@ def train(
         if ckpt_dir is not None:
             checkpoint(c.max_iters)
         if distributed:
-            dist.barrier()  # no process returns before the final checkpoint is on disk
+            # no process returns before the final checkpoint is on disk
+            dist.barrier()
         return history
     finally:
         if isinstance(optimizer, FlatAdamW):
@@ -1181,9 +1321,12 @@ def train(
 # %% ../chapters/03-gpt/03-pretraining.ipynb #726a5212
 @dataclass(frozen=True)
 class Recipe:
-    """How to make a named pre-trained model: the tokenizer (``"char"``, or ``"bpe"`` with ``bpe_vocab_size``
-    ids trained on the training text), the model shape (GPTConfig fields but ``vocab_size``), the
-    :class:`TrainConfig`, and optionally only the first ``max_chars`` characters of each split."""
+    """How to make a named pre-trained model: the tokenizer (``"char"``, or
+    ``"bpe"`` with ``bpe_vocab_size``
+    ids trained on the training text), the model shape (GPTConfig fields but
+    ``vocab_size``), the
+    :class:`TrainConfig`, and optionally only the first ``max_chars``
+    characters of each split."""
 
     tokenizer: str
     model: Mapping[str, Any]
@@ -1193,7 +1336,8 @@ class Recipe:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        """A short hash of everything in the recipe, so a changed recipe never loads an old cache."""
+        """A short hash of everything in the recipe, so a changed recipe never
+        loads an old cache."""
         d = {
             "tokenizer": self.tokenizer,
             "model": dict(self.model),
@@ -1202,7 +1346,8 @@ class Recipe:
             "max_chars": self.max_chars,
             "seed": self.seed,
             "checkpoint_format": CHECKPOINT_VERSION,
-            "optimizer": "FlatAdamW (fused kernel where supported), clipping the flat gradients",
+            "optimizer": "FlatAdamW (fused kernel where supported), clipping "
+            "the flat gradients",
             "gelu": "F.gelu, tanh form (gptlib.model.gelu)",
         }
         return hashlib.sha256(
@@ -1242,7 +1387,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder of cached models: ``cache_dir``, else ``$GPTLIB_CACHE``, else ``~/.cache/gptlib``."""
+    """The folder of cached models: ``cache_dir``, else ``$GPTLIB_CACHE``, else
+    ``~/.cache/gptlib``."""
     if cache_dir is None:
         cache_dir = (
             os.environ.get("GPTLIB_CACHE") or Path.home() / ".cache" / "gptlib"
@@ -1258,10 +1404,13 @@ def train_recipe(
     device: str | torch.device = "cpu",
     compile: bool = False,
 ) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
-    """Train a :class:`Recipe` from scratch, deterministically: the same recipe gives the same weights.
+    """Train a :class:`Recipe` from scratch, deterministically: the same recipe
+    gives the same weights.
 
-    The model trains on ``device``; ``compile=True`` compiles it in place with ``torch.compile`` first
-    (worth it on a GPU). In processes started by torchrun, each builds the same tokenizer and initial model
+    The model trains on ``device``; ``compile=True`` compiles it in place with
+    ``torch.compile`` first
+    (worth it on a GPU). In processes started by torchrun, each builds the same
+    tokenizer and initial model
     and :func:`train` trains data-parallel."""
     train_text, val_text = shakespeare_split()
     if recipe.max_chars is not None:
@@ -1277,7 +1426,8 @@ def train_recipe(
         tokenizer = BPETokenizer.train(train_text, recipe.bpe_vocab_size)
     else:
         raise ValueError(
-            f"Recipe: tokenizer must be 'char' or 'bpe', got {recipe.tokenizer!r}"
+            "Recipe: tokenizer must be 'char' or 'bpe', got "
+            f"{recipe.tokenizer!r}"
         )
     train_ids = torch.tensor(tokenizer.encode(train_text))
     val_ids = torch.tensor(tokenizer.encode(val_text))
@@ -1311,9 +1461,12 @@ def pretrained(
     cache_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """The trained model and tokenizer of the recipe ``RECIPES[name]``: loaded from the cache, or trained
-    (deterministically) and cached first. The checkpoint (with its training history) is the folder
-    :func:`pretrained_path` returns. Two processes asking at once train it once: one waits on a file lock."""
+    """The trained model and tokenizer of the recipe ``RECIPES[name]``: loaded
+    from the cache, or trained
+    (deterministically) and cached first. The checkpoint (with its training
+    history) is the folder
+    :func:`pretrained_path` returns. Two processes asking at once train it
+    once: one waits on a file lock."""
     path = pretrained_path(name, cache_dir=cache_dir)
     if not (path / "checkpoint.json").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1337,11 +1490,13 @@ def pretrained(
         ckpt = load_checkpoint(path)
     except ValueError as e:
         raise ValueError(
-            f"{e}\nThe cached model {name!r} is damaged; delete {path} and it will be trained again"
+            f"{e}\nThe cached model {name!r} is damaged; delete {path} and it "
+            "will be trained again"
         ) from None
     if ckpt.tokenizer is None:
         raise ValueError(
-            f"the cached model {name!r} at {path} has no tokenizer; delete it to train it again"
+            f"the cached model {name!r} at {path} has no tokenizer; delete it "
+            "to train it again"
         )
     ckpt.model.eval()
     return ckpt.model, ckpt.tokenizer
@@ -1350,10 +1505,12 @@ def pretrained(
 def pretrained_path(
     name: str, *, cache_dir: str | os.PathLike | None = None
 ) -> Path:
-    """Where the checkpoint of recipe ``name`` is cached (it may not exist yet)."""
+    """Where the checkpoint of recipe ``name`` is cached (it may not exist
+    yet)."""
     if name not in RECIPES:
         raise ValueError(
-            f"pretrained: unknown model {name!r}; the recipes are {sorted(RECIPES)}"
+            f"pretrained: unknown model {name!r}; the recipes are "
+            f"{sorted(RECIPES)}"
         )
     return (
         resolve_cache_dir(cache_dir) / f"{name}-{RECIPES[name].fingerprint()}"

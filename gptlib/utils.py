@@ -19,7 +19,8 @@ __all__ = ['set_seed', 'progress']
 
 # %% ../chapters/00-start/01-setup.ipynb #2c26d040
 def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's random number generators with `seed`."""
+    """Seed Python's, NumPy's and PyTorch's random number generators with
+    `seed`."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
@@ -31,7 +32,8 @@ _PROGRESS_MODES = ("auto", "final", "off")
 
 
 class _FinalLineBar(_tqdm_std.tqdm):
-    """A tqdm bar that draws nothing while it runs and prints one summary line to stdout when it closes."""
+    """A tqdm bar that draws nothing while it runs and prints one summary line
+    to stdout when it closes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["file"] = io.StringIO()  # the live redraws go nowhere
@@ -60,9 +62,12 @@ def progress(
 ) -> _tqdm_std.tqdm:
     """A tqdm progress bar suited to where the code runs.
 
-    Takes the same arguments as `tqdm.tqdm` (`total`, `desc`, `disable`, ...). The environment
-    variable ``GPTLIB_PROGRESS`` chooses the style: ``auto`` (default: a widget in Jupyter when
-    ipywidgets is installed, else text), ``final`` (one line when the loop ends, for pages built
+    Takes the same arguments as `tqdm.tqdm` (`total`, `desc`, `disable`, ...).
+    The environment
+    variable ``GPTLIB_PROGRESS`` chooses the style: ``auto`` (default: a widget
+    in Jupyter when
+    ipywidgets is installed, else text), ``final`` (one line when the loop
+    ends, for pages built
     from executed notebooks) or ``off``.
     """
     mode = os.environ.get("GPTLIB_PROGRESS", "auto")

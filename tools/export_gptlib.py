@@ -108,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 print("gptlib/ is out of date: run `python tools/export_gptlib.py`")
             return 1 if problems else 0
-        if (ROOT / LIB).exists():
-            shutil.rmtree(ROOT / LIB)
-        shutil.copytree(generated, ROOT / LIB, ignore=shutil.ignore_patterns("__pycache__"))
+        # file by file, never removing the folder: a kernel importing gptlib meanwhile still finds it
+        (ROOT / LIB).mkdir(exist_ok=True)
+        for problem in problems:
+            kind, name = problem.split(": ", 1)
+            if kind == "not exported by any notebook":
+                (ROOT / LIB / name).unlink()
+            else:
+                shutil.copyfile(generated / name, ROOT / LIB / name)
         print(f"exported {len(list(generated.glob('*.py'))) - 1} modules to {LIB}/")
     return 0
 
