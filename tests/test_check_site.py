@@ -114,7 +114,8 @@ def broken_site(repo: Path) -> Path:
     html = clean_site(repo)
     for name in ["outputs", "colab-wrong", "colab-none", "colab-two"]:
         write(repo, f"{name}.ipynb", "{}")
-    for name in ["raw-tex", "untypeset", "no-mathjax", "offhost", "broken-image", "links", "colab-on-md", "js-error"]:
+    for name in ["raw-tex", "untypeset", "no-mathjax", "offhost", "broken-image", "links", "colab-on-md", "js-error",
+                 "wide"]:
         write(repo, f"{name}.md", "# x")
     pages = {
         "raw-tex": "<p>Display math that MyST did not parse: $$ a + b $$</p><p>and \\begin{align} x \\end{align}</p>",
@@ -125,6 +126,12 @@ def broken_site(repo: Path) -> Path:
         "links": '<p id="here"><a href="nothere.html">a</a> <a href="good.html#nope">b</a> <a href="#missing-here">c</a> '
         '<a href="#here">d</a> <a href="sub/text.html#old-anchor">e</a></p>',
         "js-error": "<script>console.error('something broke'); throw new Error('boom');</script>",
+        # 300 characters: wider than any box at 1280 pixels, unless the block wraps its lines
+        "wide": cell("wide_code = 1  # " + "c" * 300, "short output")
+        + cell("print(x)", "o" * 300)
+        + '<details><summary>solution</summary>' + cell("hidden = 2  # " + "h" * 300) + "</details>"
+        + cell("fits = 3", '<span style="white-space: pre-wrap">' + "w " * 300 + "</span>")
+        + '<section><h2>Plain</h2><pre style="white-space: pre-wrap">' + "p " * 300 + "</pre></section>",
         "outputs": cell("import warnings", "/usr/lib/python3/site-packages/x.py:3: UserWarning: careful\n  warn(msg)")
         + cell("1/0", "Traceback (most recent call last):\nZeroDivisionError: division by zero")
         + cell("print(colour)", "\x1b[31mred\x1b[0m")
@@ -230,6 +237,15 @@ def test_cell_outputs(broken):
     assert has(msgs, r"cell 3 ", r"'\\x1b\['")
     assert has(msgs, r"cell 4 \[log\(\)\]", "stderr", "some text on stderr")
     assert not has(msgs, "cell 5") and not has(msgs, "cell 6") and not has(msgs, "cell 7")
+
+
+def test_blocks_wider_than_their_box(broken):
+    rc, problems, text, _ = broken
+    wide = problems["wide.html"]
+    assert has(wide, r"cell 1 code is wider than its box", r"wide_code = 1")
+    assert has(wide, r"cell 2 output is wider than its box", r"oooo")
+    assert has(wide, r"cell 3 code is wider than its box", r"hidden = 2"), "a collapsed solution is measured too"
+    assert len(wide) == 3, wide  # wrapped lines fit their box
 
 
 def test_links(broken):

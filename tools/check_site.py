@@ -15,7 +15,9 @@ Chromium (Debian's `chromium`, driven by Playwright; no browser download needed)
 4. every link into the site resolves, `#fragment` included;
 5. a page built from a notebook has exactly one Colab button, pointing at that notebook in the
    repository named by `_config.yml`; a page built from markdown has none;
-6. a full-page screenshot goes to the `--screenshots` folder (`chapters/x/y.html` -> `chapters/x/y.png`).
+6. no code or output block is wider than its box at the 1280-pixel-wide window (its lines would be
+   cut at the box's edge, or scroll sideways), hidden solutions and collapsed cells opened first;
+7. a full-page screenshot goes to the `--screenshots` folder (`chapters/x/y.html` -> `chapters/x/y.png`).
 
 Chromium runs with a fresh temporary profile (Playwright's own --user-data-dir), and each page gets
 a fresh browser context, so every page is judged as a first-time visitor sees it.
@@ -296,6 +298,33 @@ COLLECT_JS = r"""
 """
 
 
+# Opens every collapsed block (solutions, hidden cells), then names each code or output block whose
+# text is wider than its box: [where, text width, box width, the longest line].
+OVERFLOW_JS = r"""
+() => {
+  document.querySelectorAll('details').forEach((d) => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach((el) => el.classList.remove('toggle-hidden'));
+  const snip = (s, n = 60) => { s = (s || '').replace(/\s+/g, ' ').trim(); return s.length > n ? s.slice(0, n) + '…' : s; };
+  const cells = [...document.querySelectorAll('div.cell')];
+  const where = (pre) => {
+    const cell = pre.closest('div.cell');
+    const part = pre.closest('.cell_output') ? 'output' : 'code';
+    if (cell) return `cell ${cells.indexOf(cell) + 1}` + (cell.id ? ` (#${cell.id})` : '') + ` ${part}`;
+    const section = pre.closest('section');
+    const h = section && section.querySelector('h1, h2, h3, h4');
+    return 'code block' + (h ? ` in "${snip(h.textContent.replace('#', ''), 40)}"` : '');
+  };
+  const wide = [];
+  for (const pre of document.querySelectorAll('pre')) {
+    if (!pre.clientWidth || pre.scrollWidth <= pre.clientWidth + 1) continue;
+    const longest = pre.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+    wide.push([where(pre), pre.scrollWidth, pre.clientWidth, snip(longest)]);
+  }
+  return wide;
+}
+"""
+
+
 @dataclass
 class PageResult:
     path: str
@@ -413,6 +442,14 @@ class SiteChecker:
         page.on("response", on_response)
 
         try:
+            target = links.get(url)
+            if target.refresh is not None:
+                # a redirect page (Sphinx's index.html): its target must exist. Judged from the HTTP
+                # response alone: a browser that follows the refresh at once can miss the wait for it.
+                dest = urldefrag(urljoin(url, target.refresh))[0]
+                if links.get(dest).status != 200:
+                    res.add(f"redirects to {target.refresh}, which does not exist")
+                return
             try:
                 resp = page.goto(url, wait_until="load", timeout=self.timeout * 1000)
             except PlaywrightTimeout:
@@ -421,19 +458,12 @@ class SiteChecker:
             if resp is None or resp.status != 200:
                 res.add(f"page did not load: HTTP {resp.status if resp else 'no response'}")
                 return
-            target = links.get(url)
-            if target.refresh is not None:
-                # a redirect page (Sphinx's index.html): its target must exist
-                dest = urldefrag(urljoin(url, target.refresh))[0]
-                if links.get(dest).status != 200:
-                    res.add(f"redirects to {target.refresh}, which does not exist")
-                else:
-                    page.wait_for_url(dest, wait_until="commit", timeout=self.timeout * 1000)
-                return
             page.evaluate(WAIT_READY_JS, self.timeout * 1000)
             info = page.evaluate(COLLECT_JS, [RAW_TEX, COLAB_PREFIX])
             if rel not in LOAD_ONLY:
                 self.judge(rel, url, info, links, res)
+                for block, text_px, box_px, line in page.evaluate(OVERFLOW_JS):
+                    res.add(f"{block} is wider than its box ({text_px} px of text in {box_px} px): {line}")
             if self.screenshots is not None:
                 shot = self.screenshots / (rel[: -len(".html")] + ".png")
                 shot.parent.mkdir(parents=True, exist_ok=True)
