@@ -234,3 +234,25 @@ def test_tracker_word_check_can_fail():
     assert TRACKER_WORDS.search("the issue this chapter answers") and TRACKER_WORDS.search("set two targets")
     assert not TRACKER_WORDS.search("the targets are the inputs shifted by one token")
     assert not TRACKER_WORDS.search("set the targets of the last 24 positions to -1")
+
+
+def test_the_build_never_reads_environment_folders(tmp_path):
+    """A virtual environment inside the clone (as the README suggests) holds markdown files that Sphinx
+    cannot parse: the book's exclude patterns keep Sphinx's own file discovery out of it."""
+    from sphinx.util.matching import get_matching_files
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    inside = [
+        ".venv/lib/python3.11/site-packages/huggingface_hub/templates/datasetcard_template.md",
+        "venv/lib/python3.11/site-packages/pkg/README.md",
+        "env/Lib/site-packages/pkg/README.md",
+        "tools/.venv/notes.md",
+        "lib/python3.12/site-packages/pkg/page.ipynb",
+        "node_modules/pkg/README.md",
+    ]
+    pages = ["intro.md", "chapters/01-language-models/index.md"]
+    for rel in inside + pages:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("# x\n", encoding="utf-8")
+    found = set(get_matching_files(tmp_path, include_patterns=["**"], exclude_patterns=config["exclude_patterns"]))
+    assert found == set(pages), f"Sphinx would read {sorted(found - set(pages))}"
