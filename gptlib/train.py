@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -19,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -1461,19 +1461,21 @@ def pretrained(
     cache_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """The trained model and tokenizer of the recipe ``RECIPES[name]``: loaded
-    from the cache, or trained
-    (deterministically) and cached first. The checkpoint (with its training
-    history) is the folder
+    """The trained model and tokenizer of the recipe ``RECIPES[name]``.
+
+    It loads the cached checkpoint if there is one. **Otherwise it trains
+    the model first, on this machine** (deterministically; about two minutes
+    per book model on one CPU core) and caches it, so the first call can take
+    minutes. The checkpoint (with its training history) is the folder
     :func:`pretrained_path` returns. Two processes asking at once train it
-    once: one waits on a file lock."""
+    once: the second waits on a file lock (``filelock``, so it works on
+    Windows too) and then loads what the first saved."""
     path = pretrained_path(name, cache_dir=cache_dir)
     if not (path / "checkpoint.json").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f"{path.name}.lock", "w") as lock:
-            fcntl.flock(
-                lock, fcntl.LOCK_EX
-            )  # released when the file closes, even if training fails
+        # One process trains, the others wait here; the lock is released
+        # when the block ends, even if training fails.
+        with FileLock(path.parent / f"{path.name}.lock"):
             if not (path / "checkpoint.json").is_file():
                 model, tokenizer, history = train_recipe(
                     RECIPES[name], show_progress=show_progress
