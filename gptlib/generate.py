@@ -373,26 +373,21 @@ def _tokens(
             torch.inference_mode()
         ):  # like no_grad, and lighter: no autograd bookkeeping at all
             new_start = _window_start(start, length, block_size, keep)
-            # GPT._features is hidden_states without its checks: the prompt was
-            # checked once, every drawn
-            # id is in the vocabulary and the window rule keeps every input
-            # within the context
-            if cache is None:
-                h = model._features(
-                    seq[:, new_start:length], 0, None
-                )  # the whole window, every time
+            # check=False: the prompt was checked once, every drawn id is in
+            # the vocabulary and the window rule keeps every input within
+            # the context
+            if cache is None:  # the whole window, every time
+                h = model.features(seq[:, new_start:length], check=False)
             else:
-                if (
-                    new_start != start
+                if new_start != start:
                     # a new window: re-fill the cache from its tokens in one
                     # pass
-                ):
                     for c in cache:
                         c.reset()
                     cached_to = new_start
-                h = model._features(
-                    seq[:, cached_to:length], cached_to - new_start, cache
-                )  # only what it lacks
+                h = model.features(  # only what the cache lacks
+                    seq[:, cached_to:length], cache=cache, check=False
+                )
                 cached_to = length
             start = new_start
             token = _pick(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,20 +94,18 @@ def _divisors(n: int) -> list[int]:
     return [h for h in range(1, n + 1) if n % h == 0]
 
 
+def _is_int(value: Any) -> bool:
+    """An int but not a bool (``True`` is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class GPTConfig:
-    """The shape of a GPT: vocabulary, context length, depth, heads, width,
-    dropout and biases.
-
-    ``vocab_size`` tokens, a context of ``block_size`` positions, ``n_layer``
-    blocks with ``n_head``
-    attention heads over vectors of ``n_embd`` numbers (``n_head`` must divide
-    ``n_embd``); ``dropout`` is
-    the probability of every dropout layer, ``bias=False`` drops the biases of
-    the linear layers and
-    LayerNorms. Checked when created; ``to_dict`` and ``from_dict`` convert to
-    and from plain dicts.
-    """
+    """The shape of a GPT: ``vocab_size`` tokens, a context of
+    ``block_size`` positions, ``n_layer`` blocks of ``n_head`` attention
+    heads over vectors of ``n_embd`` numbers (``n_head`` must divide
+    ``n_embd``), the probability of every dropout layer, and whether the
+    linear layers and LayerNorms have biases. Checked when created."""
 
     vocab_size: int
     block_size: int
@@ -118,35 +116,22 @@ class GPTConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "block_size",
-            "n_layer",
-            "n_head",
-            "n_embd",
-        ):
+        sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        for name in sizes:
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < 1
-            ):
+            if not _is_int(value) or value < 1:
                 raise ValueError(
                     f"GPTConfig: {name} must be a positive int, got {value!r}"
                 )
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_embd={self.n_embd} is not divisible by "
-                f"n_head={self.n_head}; each head "
-                "gets n_embd // n_head dimensions, so n_head must be one of "
+                f"n_head={self.n_head}; each head gets n_embd // n_head "
+                f"dimensions, so n_head must be one of "
                 f"{_divisors(self.n_embd)}"
             )
         p = self.dropout
-        if (
-            isinstance(p, bool)
-            or not isinstance(p, (int, float))
-            or not 0.0 <= p < 1.0
-        ):
+        if not (_is_int(p) or isinstance(p, float)) or not 0.0 <= p < 1.0:
             raise ValueError(
                 "GPTConfig: dropout must be a probability in [0, 1), got "
                 f"{p!r}"
@@ -162,48 +147,62 @@ class GPTConfig:
         (JSON-able)."""
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
-        """The configuration from a dict such as :meth:`to_dict` writes.
+# %% ../chapters/03-gpt/01-the-model.ipynb #07350c85
+def _add_to(cls: type) -> Callable[[Any], Any]:
+    """Decorator: make the function a method of ``cls``, so that a class can
+    be written in several cells."""
 
-        Unknown keys and missing required keys (all but ``dropout`` and
-        ``bias``) raise ValueError naming them.
-        """
-        if not isinstance(d, Mapping):
-            raise ValueError(
-                "GPTConfig.from_dict: expected a mapping of field names to "
-                f"values, got {type(d).__name__}"
-            )
-        fields = dataclasses.fields(cls)
-        known = [f.name for f in fields]
-        unknown = sorted((str(k) for k in d if k not in known))
-        if unknown:
-            raise ValueError(
-                f"GPTConfig.from_dict: unknown keys {unknown}; the fields are "
-                f"{known}"
-            )
-        required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        missing = [k for k in required if k not in d]
-        if missing:
-            raise ValueError(
-                f"GPTConfig.from_dict: missing keys {missing}; required are "
-                f"{required}"
-            )
-        return cls(**d)
+    def add(fn: Any) -> Any:
+        function = getattr(fn, "__func__", fn)  # inside a classmethod
+        function.__qualname__ = f"{cls.__name__}.{function.__name__}"
+        setattr(cls, function.__name__, fn)
+        return fn
 
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
-        """The shape of a released GPT-2 ("gpt2", "gpt2-medium", "gpt2-large"
-        or "gpt2-xl") from
-        :data:`gptlib.scale.GPT_CONFIGS`, with fields replaced by ``overrides``
-        (for example ``dropout=0.1``)."""
-        names = [n for n in GPT_CONFIGS if n.startswith("gpt2")]
-        if name not in names:
-            raise ValueError(
-                f"GPTConfig.from_name: unknown model {name!r}; this "
-                f"architecture has the shapes {names}"
-            )
-        return cls.from_dict({**GPT_CONFIGS[name], **overrides})
+    return add
+
+
+@_add_to(GPTConfig)
+@classmethod
+def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
+    """The configuration from a dict such as :meth:`to_dict` writes. Unknown
+    keys and missing required keys (all but ``dropout`` and ``bias``) raise
+    ValueError naming them."""
+    if not isinstance(d, Mapping):
+        raise ValueError(
+            "GPTConfig.from_dict: expected a mapping of field names to "
+            f"values, got {type(d).__name__}"
+        )
+    fields = dataclasses.fields(cls)
+    known = [f.name for f in fields]
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ValueError(
+            f"GPTConfig.from_dict: unknown keys {unknown}; the fields are "
+            f"{known}"
+        )
+    required = [f.name for f in fields if f.default is dataclasses.MISSING]
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(
+            f"GPTConfig.from_dict: missing keys {missing}; required are "
+            f"{required}"
+        )
+    return cls(**d)
+
+
+@_add_to(GPTConfig)
+@classmethod
+def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
+    """The shape of a released GPT-2 ("gpt2", "gpt2-medium", "gpt2-large" or
+    "gpt2-xl") from :data:`gptlib.scale.GPT_CONFIGS`, with fields replaced
+    by ``overrides`` (for example ``dropout=0.1``)."""
+    names = [n for n in GPT_CONFIGS if n.startswith("gpt2")]
+    if name not in names:
+        raise ValueError(
+            f"GPTConfig.from_name: unknown model {name!r}; this "
+            f"architecture has the shapes {names}"
+        )
+    return cls.from_dict({**GPT_CONFIGS[name], **overrides})
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #893817e7
 class Block(nn.Module):
@@ -226,20 +225,14 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
-# %% ../chapters/03-gpt/01-the-model.ipynb #43bd34eb
+# %% ../chapters/03-gpt/01-the-model.ipynb #526b7417
 class GPT(nn.Module):
-    """GPT-2's architecture: token and position embeddings, ``n_layer`` pre-LN
-    blocks, a final LayerNorm and
-    an output layer (``lm_head``) tied to the token embedding.
-
-    Parameter names follow GPT-2 (``transformer.h.0.attn.c_attn.weight``, ...),
-    so weights move one to one to
-    and from Hugging Face's ``GPT2LMHeadModel`` (whose ``Conv1D`` weights are
-    stored transposed). Initialised
-    as GPT-2: weights N(0, 0.02), biases 0, and the residual projections (every
-    ``c_proj.weight``)
-    N(0, 0.02 / sqrt(2 n_layer)).
-    """
+    """GPT-2's architecture: token and position embeddings, ``n_layer``
+    pre-LN blocks, a final LayerNorm and an output layer (``lm_head``) tied
+    to the token embedding. Parameter names follow GPT-2 and Hugging Face's
+    ``GPT2LMHeadModel``; initialised as nanoGPT and Hugging Face initialise
+    GPT-2. ``check_ids = False`` skips the check that the token ids are in
+    the vocabulary (on a GPU it waits for the device once per call)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -248,6 +241,7 @@ class GPT(nn.Module):
                 f"GPT: expected a GPTConfig, got {type(config).__name__}"
             )
         self.config = c = config
+        self.check_ids = True
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(c.vocab_size, c.n_embd),
@@ -258,170 +252,168 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
-        self.lm_head.weight = (
-            self.transformer.wte.weight
-        )  # tied: one matrix, used twice
-        self.apply(self._init_weights)
+        self.lm_head.weight = self.transformer.wte.weight  # tied
+        self.apply(self._init_weights)  # after the tie: one matrix
         for name, p in self.named_parameters():
-            if name.endswith(
-                "c_proj.weight"
-            ):  # the layers that write into the residual stream
-                nn.init.normal_(
-                    p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer)
-                )
+            if name.endswith("c_proj.weight"):  # they write into the stream
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """The number of parameters, the tied matrix counted once.
-        ``non_embedding=True`` leaves out the position
-        embedding; the token embedding stays, since it is also the output layer
-        (nanoGPT's convention)."""
+        ``non_embedding=True`` leaves out the position embedding; the token
+        embedding stays, since it is also the output layer (nanoGPT's
+        convention)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None
-    ) -> list[KVCache]:
-        """One empty :class:`KVCache` per block, for ``batch_size`` sequences
-        of up to ``max_len`` tokens
-        (default and maximum: ``block_size``)."""
-        block_size = self.config.block_size
-        max_len = block_size if max_len is None else max_len
-        if (
-            isinstance(max_len, bool)
-            or not isinstance(max_len, int)
-            or not 1 <= max_len <= block_size
-        ):
-            raise ValueError(
-                "GPT.new_cache: max_len must be an int in [1, "
-                f"block_size={block_size}], got {max_len!r}"
-            )
-        return [
-            block.attn.new_cache(batch_size, max_len)
-            for block in self.transformer.h
-        ]
+# %% ../chapters/03-gpt/01-the-model.ipynb #f8f42686
+@_add_to(GPT)
+def features(
+    self: GPT,
+    idx: Tensor,
+    *,
+    cache: Sequence[KVCache] | None = None,
+    check: bool = True,
+) -> Tensor:
+    """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids
+    ``idx`` ``(B, T)``, which ``lm_head`` turns into logits. ``cache`` works
+    as in :meth:`GPT.forward`; ``check=False`` skips the checks of ``idx``
+    and ``cache``, for callers that made sure of them (``gptlib.generate``).
+    """
+    if check:
+        past = _check_idx(self.config, idx, cache, self.check_ids)
+    else:
+        past = 0 if cache is None else cache[0].length
+    pos = torch.arange(past, past + idx.shape[1], device=idx.device)
+    x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+    if self.training and self.transformer.drop.p:
+        x = self.transformer.drop(x)
+    for i, block in enumerate(self.transformer.h):
+        x = block(x, None if cache is None else cache[i])
+    return self.transformer.ln_f(x)
 
-    def _check_idx(self, idx: Tensor, cache: Sequence[KVCache] | None) -> int:
-        """Check the token ids (and the cache) and return how many positions
-        the cache already holds."""
-        c = self.config
-        if (
-            not isinstance(idx, Tensor)
-            or idx.dim() != 2
-            or idx.dtype not in (torch.int64, torch.int32)
-        ):
-            got = (
-                f"shape {tuple(idx.shape)} and dtype {idx.dtype}"
-                if isinstance(idx, Tensor)
-                else type(idx).__name__
-            )
-            raise ValueError(
-                "GPT: idx must be a 2-D tensor (batch, time) of int64 or "
-                f"int32 token ids, got {got}"
-            )
-        B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(
-                f"GPT: idx must hold at least one token, got shape {(B, T)}"
-            )
-        past = 0
-        if cache is not None:
-            if len(cache) != c.n_layer:
-                raise ValueError(
-                    "GPT: expected one KVCache per block "
-                    f"(n_layer={c.n_layer}), got {len(cache)}"
-                )
-            past = cache[0].length
-        if past + T > c.block_size:
-            cached = f" ({past} cached + {T} new)" if cache is not None else ""
-            raise ValueError(
-                f"GPT: a sequence of {past + T} tokens{cached} is longer than "
-                "the context "
-                f"block_size={c.block_size}"
-            )
-        if (
-            not torch.compiler.is_compiling()
-        ):  # one min/max; a compiled model is left unchecked
-            lo, hi = torch.stack(torch.aminmax(idx)).tolist()
-            if lo < 0 or hi >= c.vocab_size:
-                bad = lo if lo < 0 else hi
-                where = tuple((idx == bad).nonzero()[0].tolist())
-                raise ValueError(
-                    f"GPT: token id {bad} at (batch, position) {where} is "
-                    "outside the vocabulary "
-                    f"[0, vocab_size={c.vocab_size})"
-                )
-        return past
 
-    def _features(
-        self, idx: Tensor, past: int, cache: Sequence[KVCache] | None
-    ) -> Tensor:
-        pos = torch.arange(past, past + idx.shape[1], device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        if self.training and self.transformer.drop.p:
-            x = self.transformer.drop(x)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else cache[i])
-        return self.transformer.ln_f(x)
+GPT.hidden_states = GPT.features  # the name the fine-tuning notebook uses
 
-    def hidden_states(
-        self, idx: Tensor, *, cache: Sequence[KVCache] | None = None
-    ) -> Tensor:
-        """The final LayerNorm's output ``(B, T, n_embd)`` for the token ids
-        ``idx`` ``(B, T)``: the features
-        the language-model head turns into logits, and what a classifier reads
-        when the model is fine-tuned.
-        ``cache`` works as in :meth:`forward`."""
-        return self._features(idx, self._check_idx(idx, cache), cache)
 
-    def forward(
-        self,
-        idx: Tensor,
-        targets: Tensor | None = None,
-        *,
-        cache: Sequence[KVCache] | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``,
-        and the mean cross-entropy over all
-        positions against ``targets`` ``(B, T)`` (a target of -1 is ignored),
-        or None without targets.
+@_add_to(GPT)
+def forward(
+    self: GPT,
+    idx: Tensor,
+    targets: Tensor | None = None,
+    *,
+    cache: Sequence[KVCache] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Logits ``(B, T, vocab_size)`` for the token ids ``idx`` ``(B, T)``
+    and the mean cross-entropy against ``targets`` ``(B, T)`` (a target
+    of -1 is skipped), or None without targets. With ``cache`` (from
+    :meth:`new_cache`), ``idx`` holds only the new tokens, whose
+    positions continue after the cached ones (use it under no_grad)."""
+    _check_idx(self.config, idx, cache, self.check_ids)
+    if targets is not None:
+        _check_targets(idx, targets)
+    logits = self.lm_head(self.features(idx, cache=cache, check=False))
+    if targets is None:
+        return logits, None
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten().long(), ignore_index=-1
+    )
+    return logits, loss
 
-        With ``cache`` (one :class:`KVCache` per block, from
-        :meth:`new_cache`), ``idx`` holds only the new
-        tokens, whose positions continue after the cached ones. Use a cache
-        under ``torch.no_grad()``.
-        """
-        past = self._check_idx(idx, cache)
-        B, T = idx.shape
-        if targets is not None and (
-            not isinstance(targets, Tensor)
-            or targets.shape != idx.shape
-            or targets.dtype not in (torch.int64, torch.int32)
-        ):
-            got = (
-                f"shape {tuple(targets.shape)} and dtype {targets.dtype}"
-                if isinstance(targets, Tensor)
-                else type(targets).__name__
-            )
+# %% ../chapters/03-gpt/01-the-model.ipynb #85a008c8
+@_add_to(GPT)
+def new_cache(
+    self: GPT, batch_size: int, max_len: int | None = None
+) -> list[KVCache]:
+    """One empty :class:`KVCache` per block, for ``batch_size`` sequences of
+    up to ``max_len`` tokens (default and maximum: ``block_size``)."""
+    block_size = self.config.block_size
+    max_len = block_size if max_len is None else max_len
+    if (
+        isinstance(max_len, bool)
+        or not isinstance(max_len, int)
+        or not 1 <= max_len <= block_size
+    ):
+        raise ValueError(
+            "GPT.new_cache: max_len must be an int in [1, "
+            f"block_size={block_size}], got {max_len!r}"
+        )
+    return [b.attn.new_cache(batch_size, max_len) for b in self.transformer.h]
+
+
+def _check_targets(idx: Tensor, targets: Tensor) -> None:
+    if (
+        not isinstance(targets, Tensor)
+        or targets.shape != idx.shape
+        or targets.dtype not in (torch.int64, torch.int32)
+    ):
+        got = (
+            f"shape {tuple(targets.shape)} and dtype {targets.dtype}"
+            if isinstance(targets, Tensor)
+            else type(targets).__name__
+        )
+        raise ValueError(
+            "GPT: targets must be token ids (int64 or int32) of the shape "
+            f"of idx {tuple(idx.shape)}, got {got}"
+        )
+
+# %% ../chapters/03-gpt/01-the-model.ipynb #f0c33036
+def _check_idx(
+    config: GPTConfig,
+    idx: Tensor,
+    cache: Sequence[KVCache] | None,
+    check_ids: bool = True,
+) -> int:
+    """Check token ids ``(B, T)`` (and the cache) for a GPT of ``config``;
+    return how many positions the cache already holds."""
+    c = config
+    if (
+        not isinstance(idx, Tensor)
+        or idx.dim() != 2
+        or idx.dtype not in (torch.int64, torch.int32)
+    ):
+        got = (
+            f"shape {tuple(idx.shape)} and dtype {idx.dtype}"
+            if isinstance(idx, Tensor)
+            else type(idx).__name__
+        )
+        raise ValueError(
+            "GPT: idx must be a 2-D tensor (batch, time) of int64 or int32 "
+            f"token ids, got {got}"
+        )
+    B, T = idx.shape
+    if B == 0 or T == 0:
+        raise ValueError(
+            f"GPT: idx must hold at least one token, got shape {(B, T)}"
+        )
+    if cache is not None and len(cache) != c.n_layer:
+        raise ValueError(
+            f"GPT: expected one KVCache per block (n_layer={c.n_layer}), "
+            f"got {len(cache)}"
+        )
+    past = 0 if cache is None else cache[0].length
+    if past + T > c.block_size:
+        cached = f" ({past} cached + {T} new)" if cache is not None else ""
+        raise ValueError(
+            f"GPT: a sequence of {past + T} tokens{cached} is longer than "
+            f"the context block_size={c.block_size}"
+        )
+    # One min/max, read by Python: on a GPU that waits for the device.
+    # A compiled model is left unchecked.
+    if check_ids and not torch.compiler.is_compiling():
+        lo, hi = torch.stack(torch.aminmax(idx)).tolist()
+        if lo < 0 or hi >= c.vocab_size:
+            bad = lo if lo < 0 else hi
+            where = tuple((idx == bad).nonzero()[0].tolist())
             raise ValueError(
-                "GPT: targets must be token ids (int64 or int32) of the "
-                f"shape of idx {(B, T)}, "
-                f"got {got}"
+                f"GPT: token id {bad} at (batch, position) {where} is "
+                f"outside the vocabulary [0, vocab_size={c.vocab_size})"
             )
-        logits = self.lm_head(self._features(idx, past, cache))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(B * T, -1),
-                targets.reshape(B * T).long(),
-                ignore_index=-1,
-            )
-        return logits, loss
+    return past

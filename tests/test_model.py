@@ -393,6 +393,27 @@ def test_hidden_states_are_what_the_head_reads_and_are_checked_like_forward():
         model.hidden_states(_tokens(SMALL, 1, 33))
 
 
+def test_features_without_checks_and_check_ids_off():
+    model = _model()
+    x = _tokens(SMALL, 2, 9)
+    with torch.no_grad():
+        h = model.features(x)
+        assert torch.equal(model.features(x, check=False), h)
+        cache = model.new_cache(2)
+        model.features(x[:, :5], cache=cache, check=False)  # positions continue after the cache
+        rest = model.features(x[:, 5:], cache=cache, check=False)
+        assert cache[0].length == 9 and (rest - h[:, 5:]).abs().max() < 1e-5
+    bad = x.clone()
+    bad[0, 2] = SMALL.vocab_size
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(bad)
+    model.check_ids = False  # no min/max (and no device sync): the embedding itself fails
+    with pytest.raises(IndexError):
+        model(bad)
+    with pytest.raises(ValueError, match="longer than the context"):  # the shape checks stay
+        model(_tokens(SMALL, 1, 33))
+
+
 def test_a_bad_target_leaves_the_cache_untouched():
     model = _model()
     x = _tokens(SMALL, 1, 4)
