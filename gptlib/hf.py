@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -26,31 +25,32 @@ from .train import _atomic_dir_write
 
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'hub_reachable', 'to_hf_state_dict', 'from_hf_state_dict', 'bytes_to_unicode', 'token_string',
-           'hf_tokenizer_files', 'hf_config', 'to_hf', 'read_hf_tokenizer', 'from_hf']
+           'hf_tokenizer_json', 'hf_tokenizer_files', 'hf_config', 'to_hf', 'read_hf_tokenizer', 'from_hf']
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #b7a2b067
-def hub_reachable(
-    host: str = "huggingface.co", port: int = 443, timeout: float = 2.0
-) -> bool:
-    """True if a TCP connection to the Hugging Face Hub opens within `timeout`
-    seconds (name lookup
-    included); False at once when ``HF_HUB_OFFLINE`` is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-    ):
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True if the Hugging Face Hub answers within `timeout` seconds.
+
+    The probe asks the endpoint that ``huggingface_hub`` uses (``HF_ENDPOINT``,
+    a mirror for instance) through its own HTTP session, so proxies
+    (``HTTPS_PROXY``) count as they do for downloads. False at once when
+    ``HF_HUB_OFFLINE`` is set or ``huggingface_hub`` is not installed.
+    """
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    if offline in ("1", "true", "yes", "on"):
         return False
     ok: list[bool] = []
 
     def probe() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
+            from huggingface_hub import constants, get_session
+
+            get_session().head(constants.ENDPOINT, timeout=timeout)
             ok.append(True)
-        except OSError:
+        except Exception:  # no package, no network, no name lookup, ...
             pass
 
+    # a thread, so that a name lookup that hangs cannot hold us up
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
@@ -99,41 +99,27 @@ def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
     return dict(sorted(out.items()))
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #27bf3498
-def _layer_names(n_layer: int) -> list[str]:
-    names = [
-        "transformer.wte.weight",
-        "transformer.wpe.weight",
-        "transformer.ln_f.weight",
-        "transformer.ln_f.bias",
-    ]
-    for i in range(n_layer):
-        for part in (
-            "ln_1",
-            "attn.c_attn",
-            "attn.c_proj",
-            "ln_2",
-            "mlp.c_fc",
-            "mlp.c_proj",
-        ):
-            names += [
-                f"transformer.h.{i}.{part}.weight",
-                f"transformer.h.{i}.{part}.bias",
-            ]
-    return names
+def _our_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of each tensor of ``GPT(config)`` but the tied
+    output layer, from a model on the meta device (shapes, no numbers)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    state = model.state_dict()
+    return {
+        k: tuple(v.shape) for k, v in state.items() if k != "lm_head.weight"
+    }
 
 
 def from_hf_state_dict(
     state: Mapping[str, Tensor], config: GPTConfig
 ) -> dict[str, Tensor]:
     """Hugging Face ``GPT2LMHeadModel`` weights (``transformer.`` prefix
-    optional) as a state dict for
-    ``GPT(config)``: ``Conv1D`` weights transposed, the causal-mask buffers of
-    old checkpoints dropped.
+    optional) as a state dict for ``GPT(config)``: ``Conv1D`` weights
+    transposed, the causal-mask buffers of old checkpoints dropped.
 
     Missing, unexpected and wrongly shaped tensors raise ValueError naming
-    them; an output layer that is
-    not the token embedding (untied) is refused, since
-    :class:`gptlib.model.GPT` ties the two.
+    them; an output layer that is not the token embedding (untied) is
+    refused, since :class:`gptlib.model.GPT` ties the two.
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(
@@ -145,35 +131,24 @@ def from_hf_state_dict(
             "from_hf_state_dict: GPT-2 has biases; pass a config with "
             "bias=True"
         )
+    prefixed = ("transformer.", "lm_head.")
     state = {
-        (
-            k
-            if k.startswith(("transformer.", "lm_head."))
-            else f"transformer.{k}"
-        ): v
+        (k if k.startswith(prefixed) else f"transformer.{k}"): v
         for k, v in state.items()
-    }
-    state = {
-        k: v
-        for k, v in state.items()
-        if not re.fullmatch(
-            r"transformer\.h\.\d+\.attn\.(bias|masked_bias)", k
-        )
+        if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias", k)
     }
     head = state.pop("lm_head.weight", None)
-    expected = _layer_names(config.n_layer)
-    missing = [k for k in expected if k not in state]
-    unexpected = sorted(set(state) - set(expected))
+    shapes = _our_shapes(config)
+    missing = [k for k in shapes if k not in state]
+    unexpected = sorted(set(state) - set(shapes))
     if missing or unexpected:
-        parts = (
-            [f"missing {len(missing)} tensors, e.g. {missing[:3]}"]
-            if missing
-            else []
-        ) + (
-            [f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}"]
-            if unexpected
-            else []
-        )
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors, e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}"
+            )
         raise ValueError(
             f"the weights do not fit a GPT-2 of {config.n_layer} layers: "
             f"{'; '.join(parts)}"
@@ -184,47 +159,22 @@ def from_hf_state_dict(
     ):
         raise ValueError(
             "the output layer lm_head.weight differs from the token embedding "
-            "wte.weight (untied "
-            "weights); gptlib's GPT ties the two, so it cannot hold this model"
+            "wte.weight (untied weights); gptlib's GPT ties the two, so it "
+            "cannot hold this model"
         )
-    shapes = _expected_shapes(config)
     out: dict[str, Tensor] = {}
-    for name in expected:
-        t = state[name]
-        t = t.T if name.endswith(CONV1D_WEIGHTS) else t
-        if tuple(t.shape) != shapes[name]:
+    for name, shape in shapes.items():
+        conv1d = name.endswith(CONV1D_WEIGHTS)
+        t = state[name].T if conv1d else state[name]
+        if tuple(t.shape) != shape:
+            how = " (after transposing the Conv1D weight)" if conv1d else ""
             raise ValueError(
-                f"tensor {name} has shape {tuple(t.shape)}"
-                f"{' (after transposing the Conv1D weight)' if name.endswith(CONV1D_WEIGHTS) else ''}, "
-                f"expected {shapes[name]} for {config}"
+                f"tensor {name} has shape {tuple(t.shape)}{how}, expected "
+                f"{shape} for {config}"
             )
         out[name] = t.contiguous()
     out["lm_head.weight"] = out["transformer.wte.weight"]
     return out
-
-
-def _expected_shapes(c: GPTConfig) -> dict[str, tuple[int, ...]]:
-    d, V = c.n_embd, c.vocab_size
-    shapes = {
-        "transformer.wte.weight": (V, d),
-        "transformer.wpe.weight": (c.block_size, d),
-        "transformer.ln_f.weight": (d,),
-        "transformer.ln_f.bias": (d,),
-    }
-    per = {
-        "ln_1": (d, d),
-        "attn.c_attn": (3 * d, d),
-        "attn.c_proj": (d, d),
-        "ln_2": (d, d),
-        "mlp.c_fc": (4 * d, d),
-        "mlp.c_proj": (d, 4 * d),
-    }
-    for i in range(c.n_layer):
-        for part, (o, n) in per.items():
-            ln = part.startswith("ln")
-            shapes[f"transformer.h.{i}.{part}.weight"] = (o,) if ln else (o, n)
-            shapes[f"transformer.h.{i}.{part}.bias"] = (o,)
-    return shapes
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #1f9c1536
 @lru_cache(maxsize=1)
@@ -283,12 +233,11 @@ def _check_tokenizer(tokenizer: Any) -> None:
     if isinstance(tokenizer, CharTokenizer):
         raise ValueError(
             "to_hf: a CharTokenizer cannot be written in GPT-2's format. "
-            "GPT-2's tokenizer is byte-level "
-            "BPE: its vocabulary starts with the 256 bytes, so it can encode "
-            "any text, and vocab.json + "
+            "GPT-2's tokenizer is byte-level BPE: its vocabulary starts with "
+            "the 256 bytes, so it can encode any text, and vocab.json + "
             "merges.txt describe tokens as bytes and merges. A character "
-            "vocabulary has neither; train a "
-            "gptlib.tokenizer.BPETokenizer instead"
+            "vocabulary has neither; train a gptlib.tokenizer.BPETokenizer "
+            "instead"
         )
     if not isinstance(tokenizer, BPETokenizer):
         raise TypeError(
@@ -298,34 +247,26 @@ def _check_tokenizer(tokenizer: Any) -> None:
     if tokenizer.pattern != GPT2_PATTERN:
         raise ValueError(
             "to_hf: the tokenizer splits text with its own pattern, but "
-            "GPT-2's format has no place for "
-            "one: Transformers' GPT-2 tokenizers always split with GPT-2's "
-            "pattern "
+            "GPT-2's format has no place for one: Transformers' GPT-2 "
+            "tokenizers always split with GPT-2's pattern "
             "(gptlib.tokenizer.GPT2_PATTERN), so they would cut the text "
             "differently"
         )
     if ENDOFTEXT not in tokenizer.special_tokens:
         raise ValueError(
-            f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; GPT-2's format "
-            "uses it as the "
-            "beginning-, end- and unknown-text token (its special tokens: "
+            f"to_hf: the tokenizer has no {ENDOFTEXT!r} token; to_hf names "
+            "it as the beginning-, end-, unknown- and padding token, as "
+            "GPT-2's tokenizer class does by default (its special tokens: "
             f"{list(tokenizer.special_tokens)})"
         )
 
-
-def hf_tokenizer_files(
-    tokenizer: BPETokenizer, model_max_length: int
-) -> dict[str, str]:
-    """The files of `tokenizer` in GPT-2's format, as {file name: text}:
-    ``vocab.json`` (each token's bytes
-    as a :func:`token_string`, with its id), ``merges.txt`` (the merges in
-    order, one pair a line),
-    ``tokenizer_config.json`` and ``special_tokens_map.json``. Our ids are kept
-    as they are."""
-    _check_tokenizer(tokenizer)
+# %% ../chapters/04-practice/01-hugging-face.ipynb #ebc99cd6
+def _gpt2_vocab(tokenizer: BPETokenizer) -> tuple[dict[str, int], list]:
+    """``vocab.json``'s map from token strings to our ids, and the merges as
+    pairs of token strings."""
     n = 256 + len(tokenizer.merges)
-    pieces = [tokenizer.decode_bytes([i]) for i in range(n)]
-    vocab = {token_string(b): i for i, b in enumerate(pieces)}
+    pieces = [token_string(tokenizer.decode_bytes([i])) for i in range(n)]
+    vocab = {s: i for i, s in enumerate(pieces)}
     for s, i in tokenizer.special_tokens.items():
         if s in vocab:
             raise ValueError(
@@ -333,18 +274,61 @@ def hf_tokenizer_files(
                 f"token {vocab[s]} in vocab.json"
             )
         vocab[s] = i
-    merges = ["#version: 0.2"] + [
-        f"{token_string(pieces[a])} {token_string(pieces[b])}"
-        for a, b in tokenizer.merges
-    ]
+    return vocab, [(pieces[a], pieces[b]) for a, b in tokenizer.merges]
+
+
+def hf_tokenizer_json(tokenizer: BPETokenizer) -> str:
+    """``tokenizer.json`` for `tokenizer`, written by the ``tokenizers``
+    library: a BPE model with our vocabulary and merges, GPT-2's byte-level
+    splitting (its pattern, no space added before the text) and our special
+    tokens as added tokens, under our ids."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from tokenizers import pre_tokenizers, processors
+
+    _check_tokenizer(tokenizer)
+    vocab, merges = _gpt2_vocab(tokenizer)
+    tk = Tokenizer(models.BPE(vocab, merges))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=False, use_regex=True
+    )
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=False)
+    tk.add_special_tokens(
+        [
+            AddedToken(s, special=True, normalized=False)
+            for s in tokenizer.special_tokens
+        ]
+    )
+    return tk.to_str(pretty=True) + "\n"
+
+# %% ../chapters/04-practice/01-hugging-face.ipynb #0cddf463
+def hf_tokenizer_files(
+    tokenizer: BPETokenizer, model_max_length: int
+) -> dict[str, str]:
+    """The files of `tokenizer` in GPT-2's format, as {file name: text}.
+
+    ``vocab.json`` (each token's bytes as a :func:`token_string`, with its
+    id), ``merges.txt`` (the merges in order, one pair a line), the
+    ``tokenizer.json`` of :func:`hf_tokenizer_json`, and
+    ``tokenizer_config.json`` and ``special_tokens_map.json``, which name
+    ``<|endoftext|>`` as the beginning-, end-, unknown- and padding token.
+    Our ids are kept as they are.
+    """
+    _check_tokenizer(tokenizer)
+    vocab, merges = _gpt2_vocab(tokenizer)
     others = [s for s in tokenizer.special_tokens if s != ENDOFTEXT]
     special_map: dict[str, Any] = {
-        "bos_token": ENDOFTEXT,
-        "eos_token": ENDOFTEXT,
-        "unk_token": ENDOFTEXT,
+        f"{kind}_token": ENDOFTEXT for kind in ("bos", "eos", "unk", "pad")
     }
     if others:
         special_map["additional_special_tokens"] = others
+    added = {
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
     config = {
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": model_max_length,
@@ -354,14 +338,7 @@ def hf_tokenizer_files(
         "errors": "replace",
         **special_map,
         "added_tokens_decoder": {
-            str(i): {
-                "content": s,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
+            str(i): {"content": s, **added}
             for s, i in tokenizer.special_tokens.items()
         },
     }
@@ -369,22 +346,25 @@ def hf_tokenizer_files(
     def dump(d: dict) -> str:
         return json.dumps(d, ensure_ascii=False, indent=2) + "\n"
 
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
     return {
         "vocab.json": dump(vocab),
-        "merges.txt": "\n".join(merges) + "\n",
+        "merges.txt": "\n".join(lines) + "\n",
+        "tokenizer.json": hf_tokenizer_json(tokenizer),
         "tokenizer_config.json": dump(config),
         "special_tokens_map.json": dump(special_map),
     }
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #e847b999
 def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
-    """``config.json`` for `model`: a ``GPT2Config`` with the same shape
-    (``n_positions`` = ``block_size``),
-    GELU's tanh form as ours computes it (``gelu_pytorch_tanh``: ``F.gelu``;
-    GPT-2's own ``gelu_new`` is the same
-    function written out, with other rounding), one dropout rate for all three
-    of GPT-2's, and `eos_token_id` as the
-    beginning- and end-of-text id."""
+    """``config.json`` for `model`: a ``GPT2Config`` of the same shape.
+
+    ``n_positions`` is ``block_size``; GELU's tanh form is named as ours
+    computes it (``gelu_pytorch_tanh``: ``F.gelu``; GPT-2's own ``gelu_new``
+    is the same function written out, with other rounding); one dropout rate
+    stands for all three of GPT-2's; `eos_token_id` is the beginning- and
+    end-of-text id.
+    """
     c = model.config
     return {
         "architectures": ["GPT2LMHeadModel"],
@@ -414,26 +394,22 @@ def hf_config(model: GPT, eos_token_id: int) -> dict[str, Any]:
         ),
     }
 
-
+# %% ../chapters/04-practice/01-hugging-face.ipynb #5917b3e4
 def to_hf(
     model: GPT, tokenizer: BPETokenizer, path: str | os.PathLike
 ) -> Path:
     """Write `model` and `tokenizer` to the folder `path` in Hugging Face
-    Transformers' GPT-2 format.
+    Transformers' GPT-2 format, and return the folder's path.
 
-    The folder holds ``config.json``, ``generation_config.json``,
-    ``model.safetensors`` (``Conv1D`` weights
-    transposed, see :func:`to_hf_state_dict`), and the tokenizer's
-    ``vocab.json``, ``merges.txt``,
-    ``tokenizer_config.json`` and ``special_tokens_map.json`` (see
-    :func:`hf_tokenizer_files`), so that
-    ``GPT2LMHeadModel.from_pretrained(path)``,
-    ``GPT2Tokenizer.from_pretrained(path)`` and
-    ``pipeline("text-generation", model=path)`` load it. It is written to a
-    temporary folder and moved into
-    place, replacing an earlier export; a non-empty folder that is not a model
-    folder is refused.
-    Returns the folder's path.
+    The folder holds ``config.json``, ``generation_config.json`` (the
+    context as ``max_length``, ``<|endoftext|>`` as the padding id),
+    ``model.safetensors`` (``Conv1D`` weights transposed, see
+    :func:`to_hf_state_dict`) and the tokenizer's files (see
+    :func:`hf_tokenizer_files`), so that ``AutoModelForCausalLM``,
+    ``AutoTokenizer`` and ``pipeline("text-generation", model=path)`` load
+    it. It is written to a temporary folder and moved into place, replacing
+    an earlier export; a non-empty folder that is not a model folder is
+    refused.
     """
     if not isinstance(model, GPT):
         raise TypeError(
@@ -443,8 +419,8 @@ def to_hf(
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(
             f"to_hf: the tokenizer has {tokenizer.vocab_size} tokens but the "
-            "model's vocabulary has "
-            f"{model.config.vocab_size}: they do not belong together"
+            f"model's vocabulary has {model.config.vocab_size}: they do not "
+            "belong together"
         )
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -456,13 +432,11 @@ def to_hf(
     ):
         raise ValueError(
             f"to_hf: {path} is a non-empty folder without config.json; to_hf "
-            "only replaces an "
-            "earlier export, so choose an empty or new folder"
+            "only replaces an earlier export, so choose an empty or new folder"
         )
     from safetensors.torch import save_file
 
     eos = tokenizer.special_tokens[ENDOFTEXT]
-    config = hf_config(model, eos)
     generation = {
         "bos_token_id": eos,
         "eos_token_id": eos,
@@ -470,7 +444,7 @@ def to_hf(
         "max_length": model.config.block_size,
     }
     files = hf_tokenizer_files(tokenizer, model.config.block_size)
-    files["config.json"] = json.dumps(config, indent=2) + "\n"
+    files["config.json"] = json.dumps(hf_config(model, eos), indent=2) + "\n"
     files["generation_config.json"] = json.dumps(generation, indent=2) + "\n"
     state = to_hf_state_dict(model)
 
@@ -495,14 +469,15 @@ _HUB_FILES = [
     "merges.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "tokenizer.json",
 ]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local folder, or the folder of a Hub model downloaded (when online) or
-    cached by huggingface_hub."""
+    """A local folder, or the folder of a Hub model that huggingface_hub
+    downloads, or finds in its cache when the Hub cannot be reached."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(
             "from_hf: expected a folder or a Hub model name, got "
@@ -524,27 +499,16 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     except ImportError:
         raise FileNotFoundError(
             f"from_hf: {name!r} is not a folder, and huggingface_hub, which "
-            "downloads models "
-            "from the Hub, is not installed"
+            "downloads models from the Hub, is not installed"
         ) from None
-    online = hub_reachable()
-    try:
-        return Path(
-            snapshot_download(
-                name, allow_patterns=_HUB_FILES, local_files_only=not online
-            )
-        )
+    try:  # honours HF_HUB_OFFLINE, HF_ENDPOINT, proxies and the cache
+        return Path(snapshot_download(name, allow_patterns=_HUB_FILES))
     # not found, no network, no cached copy: all mean the same to the caller
     except Exception as e:
-        why = (
-            "could not provide it"
-            if online
-            else "cannot be reached (offline) and has no cached copy"
-        )
         raise FileNotFoundError(
             f"from_hf: {name!r} is not a local folder, and the Hugging Face "
-            f"Hub {why} "
-            f"({type(e).__name__})"
+            "Hub could not provide it (offline, unreachable or no such "
+            f"model) nor has it a cached copy ({type(e).__name__})"
         ) from None
 
 
@@ -650,6 +614,27 @@ def _special_names(folder: Path) -> set[str]:
     return names
 
 
+def _added_tokens(folder: Path) -> dict[str, int]:
+    """The tokens that the tokenizer files of `folder` add to the vocabulary,
+    with their ids (``tokenizer.json``'s ``added_tokens``,
+    ``tokenizer_config.json``'s ``added_tokens_decoder``,
+    ``added_tokens.json``)."""
+    found: dict[str, int] = {}
+    if (folder / "tokenizer.json").is_file():
+        data = _read_json_file(folder / "tokenizer.json")
+        for t in data.get("added_tokens") or []:
+            if isinstance(t, dict):
+                found[t.get("content")] = t.get("id")
+    if (folder / "tokenizer_config.json").is_file():
+        data = _read_json_file(folder / "tokenizer_config.json")
+        for i, t in (data.get("added_tokens_decoder") or {}).items():
+            if isinstance(t, dict) and str(i).isdigit():
+                found[t.get("content")] = int(i)
+    if (folder / "added_tokens.json").is_file():
+        found.update(_read_json_file(folder / "added_tokens.json"))
+    return {s: i for s, i in found.items() if isinstance(s, str)}
+
+# %% ../chapters/04-practice/01-hugging-face.ipynb #89b5015c
 def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
     """The vocabulary and the merges (as merges.txt lines) of a Hugging Face
     ``tokenizer.json``."""
@@ -708,52 +693,41 @@ def _refuse_prefix_space(folder: Path) -> None:
             "add_prefix_space=False"
         )
 
-
-def read_hf_tokenizer(
-    folder: str | os.PathLike,
-) -> tuple[BPETokenizer, list[int]]:
-    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files
-    (``vocab.json`` + ``merges.txt``, or the
-    ``tokenizer.json`` that Transformers' ``save_pretrained`` writes), and for
-    each of our ids the id that
-    the vocabulary gives the same token. A tokenizer set to add a space before
-    the text is refused.
-
-    Our ids are the bytes in byte order, then one per merge in the order of
-    ``merges.txt``, then the
-    special tokens; GPT-2's own ``vocab.json`` orders the 256 bytes
-    differently, so the map is not always
-    the identity (:func:`from_hf` uses it to reorder the embedding's rows).
-    """
-    folder = Path(folder)
+# %% ../chapters/04-practice/01-hugging-face.ipynb #2f33ba3f
+def _read_vocab(folder: Path) -> tuple[dict[str, int], list[str]]:
+    """The vocabulary (added tokens included) and the merges.txt lines of the
+    tokenizer in `folder`, from vocab.json + merges.txt or tokenizer.json."""
     _refuse_prefix_space(folder)
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
     missing = [p.name for p in (vocab_path, merges_path) if not p.is_file()]
     if not missing:
         vocab = _read_json_file(vocab_path)
         lines = merges_path.read_text(encoding="utf-8").splitlines()
-    elif (
-        folder / "tokenizer.json"
-    ).is_file():  # all that Transformers 5's save_pretrained writes
+    elif (folder / "tokenizer.json").is_file():
         vocab, lines = _read_tokenizer_json(folder / "tokenizer.json")
     else:
         raise FileNotFoundError(
             f"from_hf: the folder {folder.name!r} has no "
-            f"{' or '.join(missing)} and no "
-            "tokenizer.json; from_hf reads GPT-2's byte-level BPE tokenizer "
-            "from vocab.json + "
-            "merges.txt, or from the tokenizer.json that Transformers writes"
+            f"{' or '.join(missing)} and no tokenizer.json; from_hf reads "
+            "GPT-2's byte-level BPE tokenizer from vocab.json + merges.txt, "
+            "or from the tokenizer.json that Transformers writes"
         )
-    ids = (
-        sorted(vocab.values())
-        if all(isinstance(v, int) for v in vocab.values())
-        else None
-    )
-    if ids != list(range(len(vocab))):
+    for s, i in _added_tokens(folder).items():  # kept, as special tokens
+        vocab.setdefault(s, i)
+    ids = sorted(vocab.values())
+    if not all(isinstance(i, int) for i in ids) or ids != [*range(len(ids))]:
         raise ValueError(
             f"from_hf: vocab.json must give the ids 0..{len(vocab) - 1}, each "
             "to one token"
         )
+    return vocab, lines
+
+# %% ../chapters/04-practice/01-hugging-face.ipynb #4862ec8c
+def _replay_merges(
+    vocab: dict[str, int], lines: list[str]
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Our merges from the lines of merges.txt, and for each of our ids (the
+    bytes, then one per merge) the id that `vocab` gives the same token."""
     of_bytes: dict[bytes, int] = {}  # token bytes -> our id
     hf_id: list[int] = []  # our id -> vocab.json's id
     table = bytes_to_unicode()
@@ -797,6 +771,27 @@ def read_hf_tokenizer(
         of_bytes[a + b] = 256 + len(merges)
         merges.append((of_bytes[a], of_bytes[b]))
         hf_id.append(vocab[joined])
+    return merges, hf_id
+
+# %% ../chapters/04-practice/01-hugging-face.ipynb #f2ac66f7
+def read_hf_tokenizer(
+    folder: str | os.PathLike,
+) -> tuple[BPETokenizer, list[int]]:
+    """Our :class:`BPETokenizer` from GPT-2-format tokenizer files, and for
+    each of our ids the id that the vocabulary gives the same token.
+
+    The files are ``vocab.json`` + ``merges.txt``, or the ``tokenizer.json``
+    that Transformers' ``save_pretrained`` writes. Our ids are the bytes in
+    byte order, then one per merge in the order of ``merges.txt``, then the
+    special tokens, added tokens included (a vocabulary that does not fit the
+    model then says so in :func:`from_hf`); GPT-2's own ``vocab.json`` orders
+    the 256 bytes differently, so the map is not always the identity
+    (:func:`from_hf` uses it to reorder the embedding's rows). A tokenizer set
+    to add a space before the text is refused.
+    """
+    folder = Path(folder)
+    vocab, lines = _read_vocab(folder)
+    merges, hf_id = _replay_merges(vocab, lines)
     made = set(hf_id)
     rest = sorted((i, s) for s, i in vocab.items() if i not in made)
     declared = _special_names(folder)
@@ -847,12 +842,10 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
         if p.suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack")
     ]
     hint = (
-        (
-            f"; it has {others}, which from_hf does not read, since pickled "
-            "weights can run code when they are "
-            "loaded (load them with Transformers and save_pretrained() them, "
-            "which writes safetensors)"
-        )
+        f"; it has {others}, which from_hf does not read: safetensors files "
+        "hold nothing but tensors, while these need an unpickler (load them "
+        "with Transformers and save_pretrained() them, which writes "
+        "safetensors)"
         if others
         else ""
     )
@@ -861,23 +854,21 @@ def _read_weights(folder: Path) -> dict[str, Tensor]:
         f"weights are missing{hint}"
     )
 
-
+# %% ../chapters/04-practice/01-hugging-face.ipynb #496488a6
 def from_hf(name_or_path: str | os.PathLike) -> tuple[GPT, BPETokenizer]:
     """A GPT-2-style Transformers model as our :class:`GPT` (in eval mode) and
     :class:`BPETokenizer`.
 
-    `name_or_path` is a local folder (what :func:`to_hf` or ``save_pretrained``
-    writes) or, when the machine
-    is online, a model on the Hugging Face Hub such as ``"gpt2"`` (downloaded
-    once by ``huggingface_hub``
-    and cached; offline, the cached copy is used). Weights are read from
-    safetensors files only, ``Conv1D``
-    weights transposed; the tokenizer is rebuilt from ``vocab.json`` +
-    ``merges.txt``, with the embedding's
-    rows reordered to our ids. Another architecture, a GPT-2 variant ours does
-    not compute, missing
-    weights, or a vocabulary that does not match the model raise an error that
-    says which.
+    `name_or_path` is a local folder (what :func:`to_hf` or
+    ``save_pretrained`` writes) or a model on the Hugging Face Hub such as
+    ``"gpt2"``, downloaded once by ``huggingface_hub`` and cached (offline,
+    the cached copy is used). Weights are read from safetensors files only,
+    ``Conv1D`` weights transposed, and cast to float32, the type our GPT
+    computes in (a float16 or bfloat16 checkpoint comes back at twice its
+    size); the tokenizer is rebuilt by :func:`read_hf_tokenizer`, with the
+    embedding's rows reordered to our ids. Another architecture, a GPT-2
+    variant ours does not compute, missing weights, or a vocabulary that does
+    not match the model (an added token, say) raise an error that says which.
     """
     folder = _resolve(name_or_path)
     config = _read_config(folder)

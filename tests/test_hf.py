@@ -72,6 +72,7 @@ def _gpt2_style_folder(path, hf, tokenizer, gpt2_byte_order=False):
         vocab = json.loads(files["vocab.json"])
         vocab = {s: i for s, i in vocab.items() if i >= 256} | {table[b]: i for i, b in enumerate(order)}
         files["vocab.json"] = json.dumps(vocab, ensure_ascii=False)
+        del files["tokenizer.json"]  # numbered our way; vocab.json + merges.txt are read instead
     for name, text in files.items():
         (path / name).write_text(text, encoding="utf-8")
     return path
@@ -322,7 +323,7 @@ def test_from_hf_refuses_other_architectures_and_variants(exported, fields, word
 
 def test_from_hf_names_missing_or_unreadable_weights(exported):
     (exported / "model.safetensors").rename(exported / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match="no model.safetensors.*pytorch_model.bin.*pickled"):
+    with pytest.raises(FileNotFoundError, match="no model.safetensors.*pytorch_model.bin.*unpickler"):
         from_hf(exported)
     (exported / "pytorch_model.bin").unlink()
     with pytest.raises(FileNotFoundError, match="weights are missing"):
@@ -360,6 +361,7 @@ def test_from_hf_names_a_vocabulary_that_does_not_match(exported, small_bpe):
 def test_from_hf_names_broken_tokenizer_files(exported):
     vocab = json.loads((exported / "vocab.json").read_text(encoding="utf-8"))
     merges = (exported / "merges.txt").read_text(encoding="utf-8")
+    (exported / "tokenizer.json").unlink()  # the classic files alone
     (exported / "merges.txt").unlink()
     with pytest.raises(FileNotFoundError, match="no merges.txt"):
         from_hf(exported)
@@ -407,3 +409,165 @@ def test_to_hf_refuses_what_gpt2s_format_cannot_hold(tmp_path, texts, small_bpe)
         to_hf(model, small_bpe, tmp_path / "busy")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------ the folder as users meet it
+
+
+@pytest.fixture(scope="module")
+def folder_512(tmp_path_factory, bpe):
+    """A random model of the book's shape (vocabulary 512, context 64) exported with to_hf."""
+    model = _model(GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=4, n_embd=64), seed=5)
+    return model, to_hf(model, bpe, tmp_path_factory.mktemp("auto") / "m")
+
+
+def test_the_auto_classes_load_the_folder_as_gpt2(folder_512):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, path = folder_512
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert type(tok).__name__ == "GPT2Tokenizer" and isinstance(model, GPT2LMHeadModel)
+    assert tok.pad_token == tok.eos_token == ENDOFTEXT and tok.pad_token_id == 511
+
+
+def test_tokenizer_json_alone_gives_gptlibs_ids_on_the_validation_text(tmp_path, folder_512, texts, bpe):
+    """tokenizer.json, as the tokenizers library (and so TGI, transformers.js, ...) reads it."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    _, path = folder_512
+    val = texts[1]
+    ours = bpe.encode(val)
+    assert Tokenizer.from_file(str(path / "tokenizer.json")).encode(val).ids == ours
+    only_json = tmp_path / "json-only"
+    only_json.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        (only_json / name).write_bytes((path / name).read_bytes())
+    tok = AutoTokenizer.from_pretrained(only_json)
+    assert tok(val)["input_ids"] == ours and tok.decode(ours) == val
+    assert tok("the end<|endoftext|>")["input_ids"][-1] == 511
+
+
+def test_padding_batches_and_left_padded_generate(folder_512, bpe):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, path = folder_512
+    tok = AutoTokenizer.from_pretrained(path)
+    prompts = ["a b", "ROMEO:\nBut soft, what light"]
+    batch = tok(prompts, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == (2, len(bpe.encode(prompts[1])))
+    assert batch["attention_mask"][0].tolist() == [1] * len(bpe.encode(prompts[0])) + [0] * (
+        batch["input_ids"].shape[1] - len(bpe.encode(prompts[0])))
+    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok.padding_side = "left"
+    inputs = tok(prompts, padding=True, return_tensors="pt")
+    out = hf.generate(**inputs, max_new_tokens=12, do_sample=False)
+    for p, row in zip(prompts, out):
+        alone = _greedy(model, torch.tensor([bpe.encode(p)]), 12)[0]
+        assert row[-12:].tolist() == alone[-12:].tolist()
+
+
+def test_the_pipeline_batches(folder_512, bpe):
+    model, path = folder_512
+    generator = pipeline("text-generation", model=str(path))
+    prompts = ["the king", "ROMEO:\nBut soft, what light"]
+    batched = generator(prompts, batch_size=2, do_sample=False, max_new_tokens=8)
+    for p, result in zip(prompts, batched):
+        expected = _greedy(model, torch.tensor([bpe.encode(p)]), 8)[0]
+        assert result[0]["generated_text"] == bpe.decode(expected)
+
+
+def test_the_labels_loss_is_gptlibs_loss(folder_512, texts, bpe):
+    model, path = folder_512
+    hf = GPT2LMHeadModel.from_pretrained(path).eval()
+    ids = torch.tensor([bpe.encode(texts[1][:2000])[:64]])
+    with torch.no_grad():
+        ours = model(ids[:, :-1], ids[:, 1:])[1]
+        theirs = hf(ids, labels=ids).loss
+    assert abs(ours.item() - theirs.item()) < 1e-5 * max(1.0, ours.item())
+
+
+def test_sdpa_attention_agrees_exactly_and_eager_to_a_few_ulp(folder_512, texts, bpe):
+    model, path = folder_512
+    windows = torch.tensor(bpe.encode(texts[1][:20_000])[: 4 * 64]).view(4, 64)
+    sdpa = GPT2LMHeadModel.from_pretrained(path, attn_implementation="sdpa").eval()
+    eager = GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        scale = model(windows)[0].abs().max().item()
+    ulp = torch.finfo(torch.float32).eps * scale
+    assert _gap(model, sdpa, windows) == 0.0
+    assert _gap(model, eager, windows) < 16 * ulp
+
+
+def test_an_added_token_is_kept_or_refused(tmp_path, folder_512):
+    """A token added by Transformers (a new pad token, say) is not silently dropped."""
+    from transformers import AutoTokenizer
+
+    _, path = folder_512
+    tok = AutoTokenizer.from_pretrained(path)
+    hf = GPT2LMHeadModel.from_pretrained(path)
+    tok.add_special_tokens({"pad_token": "<|pad|>"})
+    assert tok.convert_tokens_to_ids("<|pad|>") == 512
+    for name in ("same-model", "resized"):
+        tok.save_pretrained(tmp_path / name)
+    hf.save_pretrained(tmp_path / "same-model")
+    with pytest.raises(ValueError, match="513 tokens but config.json says vocab_size 512"):
+        from_hf(tmp_path / "same-model")
+    hf.resize_token_embeddings(513, mean_resizing=False)
+    hf.save_pretrained(tmp_path / "resized")
+    back, back_tok = from_hf(tmp_path / "resized")
+    assert back_tok.special_tokens == {ENDOFTEXT: 511, "<|pad|>": 512}
+    assert back.config.vocab_size == 513
+
+
+def _hub_layout(path, hf, tokenizer):
+    """`hf` and `tokenizer` saved as the Hub's gpt2 repository holds them: tensor names without the
+    `transformer.` prefix, the old attention-mask buffers, GPT-2's byte order in vocab.json and
+    tokenizer.json, a `#version` line in merges.txt, and <|endoftext|> as an added token."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer
+
+    path.mkdir(parents=True)
+    _gpt2_style_folder(path, hf, tokenizer, gpt2_byte_order=True)
+    T = hf.config.n_positions
+    state = {k.removeprefix("transformer."): v.contiguous() for k, v in hf.state_dict().items()
+             if k != "lm_head.weight"}
+    for i in range(hf.config.n_layer):
+        state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(T, T)).view(1, 1, T, T)
+        state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    assert (path / "merges.txt").read_text(encoding="utf-8").startswith("#version: 0.2\n")
+    data = json.loads(hf_tokenizer_files(tokenizer, T)["tokenizer.json"])
+    data["model"]["vocab"] = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+    assert Tokenizer.from_str(json.dumps(data)).get_vocab()["!"] == 0
+    assert [t["content"] for t in data["added_tokens"]] == [ENDOFTEXT]
+    (path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_a_hub_model_name_is_read_from_the_cache_offline(tmp_path, monkeypatch, small_bpe):
+    """from_hf("gpt2")'s path through huggingface_hub, on a small stand-in placed in its cache."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from transformers import AutoTokenizer
+
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--gpt2"
+    theirs = _hf_model(seed=4)
+    snapshot = _hub_layout(repo / "snapshots" / commit, theirs, small_bpe)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    ours, tok = from_hf("gpt2")
+    assert tok.merges == small_bpe.merges and tok.special_tokens == small_bpe.special_tokens
+    fast = AutoTokenizer.from_pretrained(snapshot)
+    text = "Wherefore art thou Romeo? 1599!"
+    hf_id = read_hf_tokenizer(snapshot)[1]
+    our_ids, their_ids = tok.encode(text), fast(text)["input_ids"]
+    assert [hf_id[i] for i in our_ids] == their_ids and fast("!")["input_ids"] == [0]
+    with torch.no_grad():
+        a = ours(torch.tensor([our_ids]))[0]
+        b = theirs(torch.tensor([their_ids])).logits[..., hf_id]
+    assert (a - b).abs().max() < 1e-5
