@@ -1420,8 +1420,12 @@ def train_recipe(
         )
     if recipe.tokenizer == "char":
         tokenizer: CharTokenizer | BPETokenizer = CharTokenizer.from_text(
-            train_text + val_text
+            train_text
         )
+        # the alphabet is the training text's; a validation character it
+        # lacks (none in the full corpus, some in a short prefix) is dropped
+        known = set(tokenizer.chars)
+        val_text = "".join(ch for ch in val_text if ch in known)
     elif recipe.tokenizer == "bpe":
         tokenizer = BPETokenizer.train(train_text, recipe.bpe_vocab_size)
     else:
