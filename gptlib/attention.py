@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _shape(t: Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
+from .utils import patch_to
 
 
 def _positive_int(owner: str, name: str, value: object) -> int:
@@ -64,101 +62,100 @@ def attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    check: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Scaled dot-product attention, written out: ``softmax(q @ k^T * scale) @
-    v``.
+    """Scaled dot-product attention, written out: ``softmax(q @ k^T * scale)
+    @ v``.
 
     ``q`` is ``(..., T_q, d_k)``, ``k`` is ``(..., T_k, d_k)`` and ``v`` is
-    ``(..., T_k, d_v)``; the leading
-    dimensions (batch, heads) broadcast. ``mask`` is a boolean tensor
-    broadcastable to ``(..., T_q, T_k)``,
-    ``True`` where a query may attend to a key (as in
-    ``torch.nn.functional.scaled_dot_product_attention``);
-    masked scores become ``-inf`` before the softmax, so they get exactly zero
-    weight. ``scale`` defaults to
-    ``1 / sqrt(d_k)``. ``dropout_p > 0`` drops attention weights at random
-    (training only).
+    ``(..., T_k, d_v)``; the leading dimensions (batch, heads) broadcast.
+    ``mask`` is a bool tensor broadcastable to ``(..., T_q, T_k)``, ``True``
+    where a query may attend to a key (as in
+    ``torch.nn.functional.scaled_dot_product_attention``); masked scores
+    become ``-inf``, so they get exactly zero weight. ``scale`` defaults to
+    ``1 / sqrt(d_k)``; ``dropout_p > 0`` drops weights at random (training).
+    ``check=False`` skips the input checks (one of them reads the mask's
+    values, which on a GPU waits for the device).
 
     Returns the output ``(..., T_q, d_v)``, or ``(output, weights)`` with
-    ``return_weights=True``, where
-    ``weights`` are the softmax weights ``(..., T_q, T_k)`` before dropout.
+    ``return_weights=True``, the weights ``(..., T_q, T_k)`` before dropout.
     """
-    if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
-        raise ValueError(
-            "attention: q, k and v need at least 2 dimensions (..., T, d), "
-            f"got q {_shape(q)}, "
-            f"k {_shape(k)}, v {_shape(v)}"
-        )
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            "attention: queries and keys must have the same size d_k in the "
-            "last dimension, got "
-            f"q {_shape(q)} and k {_shape(k)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            "attention: keys and values must have the same number of "
-            "positions T_k, got "
-            f"k {_shape(k)} and v {_shape(v)}"
-        )
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            "attention: the leading (batch, head) dimensions of q "
-            f"{_shape(q)}, k {_shape(k)} and "
-            f"v {_shape(v)} do not broadcast"
-        ) from None
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(
-            f"attention: dropout_p must be in [0, 1), got {dropout_p!r}"
-        )
+    if check:
+        _check_attention_args(q, k, v, mask, dropout_p)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise ValueError(
-                "attention: mask must be a bool tensor (True = attend), got "
-                f"dtype {mask.dtype}"
-            )
-        try:
-            fits = (
-                mask.dim() >= 2
-                and torch.broadcast_shapes(mask.shape, scores.shape)
-                == scores.shape
-            )
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"attention: mask {_shape(mask)} does not broadcast to the "
-                "scores "
-                f"{_shape(scores)} = (..., T_q={q.shape[-2]}, "
-                f"T_k={k.shape[-2]})"
-            )
-        if not bool(mask.any(dim=-1).all()):
-            raise ValueError(
-                "attention: the mask hides every key from some query; its "
-                "softmax would be 0/0"
-            )
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     out = dropped @ v
     return (out, weights) if return_weights else out
 
+# %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #3893a92e
+def _check_attention_args(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float
+) -> None:
+    """Raise a ValueError that names the shapes if `attention` cannot run."""
+    qkv = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if min(q.dim(), k.dim(), v.dim()) < 2:
+        raise ValueError(f"attention: q, k, v need (..., T, d), got {qkv}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            "attention: queries and keys must have the same size d_k, got "
+            f"q {tuple(q.shape)} and k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            "attention: keys and values must have the same number of "
+            f"positions T_k, got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    try:
+        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        torch.broadcast_shapes(lead, v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"attention: the leading (batch, head) dimensions of {qkv} do "
+            "not broadcast"
+        ) from None
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(
+            f"attention: dropout_p must be in [0, 1), got {dropout_p!r}"
+        )
+    if mask is None:
+        return
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"attention: mask must be bool (True = attend), got {mask.dtype}"
+        )
+    scores = (*lead, q.shape[-2], k.shape[-2])
+    try:
+        fits = (
+            mask.dim() >= 2
+            and torch.broadcast_shapes(mask.shape, scores) == scores
+        )
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"attention: mask {tuple(mask.shape)} does not broadcast to the "
+            f"scores {scores} = (..., T_q={scores[-2]}, T_k={scores[-1]})"
+        )
+    if not bool(mask.any(dim=-1).all()):
+        raise ValueError(
+            "attention: the mask hides every key from some query; its "
+            "softmax would be 0/0"
+        )
+
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #486d7bed
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention, as in GPT-2: a fused q/k/v projection,
-    heads, an output projection.
+    """Multi-head causal self-attention, as in GPT-2: a fused q/k/v
+    projection, heads, an output projection.
 
     ``fused=True`` (the default) computes attention with PyTorch's
-    ``scaled_dot_product_attention``;
-    ``fused=False`` uses :func:`attention`, the explicit version, for teaching
-    and checking. Both give the
-    same result. ``forward(x, cache)`` with a :class:`KVCache` processes only
-    the new positions and attends
-    to the cached ones as well (incremental decoding).
+    ``scaled_dot_product_attention``; ``fused=False`` uses :func:`attention`,
+    the explicit version, for teaching and checking. Both give the same
+    result. ``forward(x, cache)`` with a :class:`KVCache` processes only the
+    new positions and attends to the cached ones as well.
     """
 
     def __init__(
@@ -174,31 +171,20 @@ class CausalSelfAttention(nn.Module):
         _positive_int("CausalSelfAttention", "n_embd", n_embd)
         _positive_int("CausalSelfAttention", "n_head", n_head)
         if n_embd % n_head:
-            divisors = [h for h in range(1, n_embd + 1) if n_embd % h == 0]
             raise ValueError(
                 f"CausalSelfAttention: n_embd={n_embd} is not divisible by "
-                f"n_head={n_head}; each head "
-                "gets n_embd // n_head dimensions, so n_head must be one of "
-                f"{divisors}"
+                f"n_head={n_head} (each head gets n_embd // n_head numbers)"
             )
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0.0 <= dropout < 1.0
-        ):
+        if not 0.0 <= dropout < 1.0:
             raise ValueError(
-                "CausalSelfAttention: dropout must be a probability in [0, "
-                f"1), got {dropout!r}"
+                "CausalSelfAttention: dropout must be a probability in "
+                f"[0, 1), got {dropout!r}"
             )
-        self.n_embd, self.n_head, self.head_size = (
-            n_embd,
-            n_head,
-            n_embd // n_head,
-        )
+        self.n_embd, self.n_head = n_embd, n_head
+        self.head_size = n_embd // n_head
         self.dropout, self.fused = float(dropout), bool(fused)
-        self.c_attn = nn.Linear(
-            n_embd, 3 * n_embd, bias=bias
-        )  # W_Q, W_K, W_V stacked: one matmul
+        # W_Q, W_K, W_V stacked: one matrix multiplication for all three
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
@@ -209,82 +195,50 @@ class CausalSelfAttention(nn.Module):
         )
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps 1 and 2: queries, keys, values (B, n_head, T, head_size)."""
         if x.dim() != 3 or x.shape[2] != self.n_embd:
             raise ValueError(
                 "CausalSelfAttention: expected input (batch, time, "
-                f"n_embd={self.n_embd}), "
-                f"got {_shape(x)}"
+                f"n_embd={self.n_embd}), got {tuple(x.shape)}"
             )
         B, T, C = x.shape
         heads = (B, T, self.n_head, self.head_size)
         q, k, v = self.c_attn(x).split(C, dim=2)
-        return (
-            q.view(heads).transpose(1, 2),
-            k.view(heads).transpose(1, 2),
-            v.view(heads).transpose(1, 2),
-        )
+        return tuple(t.view(heads).transpose(1, 2) for t in (q, k, v))
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``x`` is ``(batch, T, n_embd)``; returns the same shape. With
-        ``cache``, ``x`` holds only new positions."""
-        q, k, v = self._qkv(x)  # each (B, n_head, T, head_size)
-        B, T, C = x.shape
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.append(k, v)  # (B, n_head, past + T, head_size)
-        p = self.dropout if self.training else 0.0
-        if self.fused:
-            # Without a cache the mask is the plain causal one; a single new
-            # position may see every key.
-            mask = (
-                causal_mask(T, past + T, device=x.device)
-                if past and T > 1
-                else None
-            )
-            y = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=p,
-                is_causal=not past and T > 1,
-            )
-        else:
-            y = attention(
-                q, k, v, causal_mask(T, past + T, device=x.device), dropout_p=p
-            )
-        y = self.c_proj(
-            y.transpose(1, 2).contiguous().view(B, T, C)
-        )  # concatenate the heads, project
-        return (
-            self.resid_dropout(y) if p else y
-        )  # (skipping a no-op call saves time on small inputs)
+# %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #c8bbf1fd
+@patch_to(CausalSelfAttention)
+def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+    """``x`` is ``(batch, T, n_embd)``; returns the same shape. With
+    ``cache``, ``x`` holds only the new positions."""
+    q, k, v = self._qkv(x)  # each (B, n_head, T, head_size)
+    B, T, C = x.shape
+    past = 0 if cache is None else len(cache)
+    if cache is not None:
+        k, v = cache.append(k, v)  # (B, n_head, past + T, head_size)
+    p = self.dropout if self.training else 0.0
+    sdpa = F.scaled_dot_product_attention
+    if not self.fused:
+        mask = causal_mask(T, past + T, device=x.device)
+        y = attention(q, k, v, mask, dropout_p=p, check=False)
+    elif past == 0:  # case 1: the plain triangle
+        y = sdpa(q, k, v, dropout_p=p, is_causal=T > 1)
+    elif T == 1:  # case 2: the newest position sees every key
+        y = sdpa(q, k, v, dropout_p=p)
+    else:  # case 3: the triangle slides right by `past`
+        mask = causal_mask(T, past + T, device=x.device)
+        y = sdpa(q, k, v, attn_mask=mask, dropout_p=p)
+    y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate heads
+    return self.resid_dropout(self.c_proj(y))
 
-    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """An empty :class:`KVCache` for this layer, with its dtype and
-        device."""
-        w = self.c_attn.weight
-        return KVCache(
-            batch_size,
-            self.n_head,
-            self.head_size,
-            max_len,
-            dtype=w.dtype,
-            device=w.device,
-        )
 
-    def attention_weights(self, x: Tensor) -> Tensor:
-        """The causal softmax weights ``(batch, n_head, T, T)`` for input ``x``
-        (no dropout), for plots."""
-        q, k, v = self._qkv(x)
-        return attention(
-            q,
-            k,
-            v,
-            causal_mask(x.shape[1], device=x.device),
-            return_weights=True,
-        )[1]
+@patch_to(CausalSelfAttention)
+def attention_weights(self, x: Tensor) -> Tensor:
+    """The causal softmax weights ``(batch, n_head, T, T)`` for input ``x``
+    (no dropout), for plots."""
+    q, k, v = self._qkv(x)
+    mask = causal_mask(x.shape[1], device=x.device)
+    return attention(q, k, v, mask, return_weights=True, check=False)[1]
 
 # %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #bab9ca39
 class KVCache:
@@ -340,42 +294,55 @@ class KVCache:
         """Forget every cached position (the buffers are reused)."""
         self.length = 0
 
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store new keys and values ``(batch, n_head, T_new, head_size)``;
-        return all keys and values so far."""
-        B, H, L, D = self.keys.shape
-        if (
-            k.shape != v.shape
-            or k.dim() != 4
-            or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, D)
-        ):
-            raise ValueError(
-                f"KVCache: got keys {_shape(k)} and values {_shape(v)}, but "
-                "this cache holds "
-                f"(batch={B}, n_head={H}, positions, head_size={D}); a cache "
-                "serves one batch size "
-                "and one layer shape, so make a new one "
-                "(CausalSelfAttention.new_cache)"
-            )
-        if k.dtype != self.keys.dtype or k.device != self.keys.device:
-            raise ValueError(
-                f"KVCache: keys are {k.dtype} on {k.device}, the cache is "
-                f"{self.keys.dtype} on "
-                f"{self.keys.device}"
-            )
-        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
-            raise RuntimeError(
-                "KVCache is for inference: call the model under "
-                "torch.no_grad() or "
-                "torch.inference_mode() when you pass a cache"
-            )
-        end = self.length + k.shape[2]
-        if end > L:
-            raise ValueError(
-                f"KVCache: {self.length} cached + {k.shape[2]} new positions "
-                f"exceed max_len={L}"
-            )
-        self.keys.narrow(2, self.length, end - self.length).copy_(k)
-        self.values.narrow(2, self.length, end - self.length).copy_(v)
-        self.length = end
-        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
+# %% ../chapters/02-attention/04-attention-in-pytorch.ipynb #770a0495
+@patch_to(KVCache)
+def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Store new keys and values ``(batch, n_head, T_new, head_size)``;
+    return all keys and values so far."""
+    B, H, L, D = self.keys.shape
+    if (
+        k.shape != v.shape
+        or k.dim() != 4
+        or (k.shape[0], k.shape[1], k.shape[3]) != (B, H, D)
+    ):
+        raise ValueError(
+            f"KVCache: got keys {tuple(k.shape)} and values "
+            f"{tuple(v.shape)}, but this cache holds (batch={B}, "
+            f"n_head={H}, positions, head_size={D}); a cache serves one "
+            "batch size and one layer shape, so make a new one "
+            "(CausalSelfAttention.new_cache)"
+        )
+    if k.dtype != self.keys.dtype or k.device != self.keys.device:
+        raise ValueError(
+            f"KVCache: keys are {k.dtype} on {k.device}, the cache is "
+            f"{self.keys.dtype} on {self.keys.device}"
+        )
+    if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+        raise RuntimeError(
+            "KVCache is for inference: call the model under torch.no_grad()"
+            " or torch.inference_mode() when you pass a cache"
+        )
+    end = self.length + k.shape[2]
+    if end > L:
+        raise ValueError(
+            f"KVCache: {self.length} cached + {k.shape[2]} new positions "
+            f"exceed max_len={L}"
+        )
+    self.keys[:, :, self.length : end] = k
+    self.values[:, :, self.length : end] = v
+    self.length = end
+    return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+@patch_to(CausalSelfAttention)
+def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+    """An empty :class:`KVCache` for this layer, with its dtype and device."""
+    w = self.c_attn.weight
+    return KVCache(
+        batch_size,
+        self.n_head,
+        self.head_size,
+        max_len,
+        dtype=w.dtype,
+        device=w.device,
+    )
