@@ -571,3 +571,42 @@ def test_a_hub_model_name_is_read_from_the_cache_offline(tmp_path, monkeypatch, 
         a = ours(torch.tensor([our_ids]))[0]
         b = theirs(torch.tensor([their_ids])).logits[..., hf_id]
     assert (a - b).abs().max() < 1e-5
+
+
+# ------------------------------------------------------------------ 4.3's Keras port
+
+
+def test_the_keras_port_of_the_attention_layer_computes_ours(monkeypatch):
+    """The Keras 3 code printed in 03-tools.ipynb, run on Keras' PyTorch backend with our weights."""
+    import re
+    from pathlib import Path
+
+    if os.environ.get("KERAS_BACKEND", "torch") != "torch":
+        pytest.skip("the check runs on Keras' PyTorch backend")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    from gptlib.attention import CausalSelfAttention
+
+    nb = Path(__file__).parents[1] / "chapters" / "04-practice" / "03-tools.ipynb"
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    blocks = [b for c in cells if c["cell_type"] == "markdown"
+              for b in re.findall(r"```python\n(.*?)```", "".join(c["source"]), re.DOTALL)
+              if "class CausalSelfAttention(layers.Layer)" in b]
+    assert len(blocks) == 1
+    namespace = {}
+    exec(compile(blocks[0], "03-tools.ipynb (Keras port)", "exec"), namespace)
+    torch.manual_seed(0)
+    ours = CausalSelfAttention(32, 4, fused=False).eval()
+    x = torch.randn(2, 7, 32)
+    theirs = namespace["CausalSelfAttention"](32, 4)
+    theirs(x.numpy())  # builds the Dense layers
+    for name in ("c_attn", "c_proj"):
+        lin = getattr(ours, name)
+        getattr(theirs, name).set_weights([lin.weight.detach().T.numpy(), lin.bias.detach().numpy()])
+    with torch.no_grad():
+        want = ours(x)
+    got = torch.as_tensor(keras.ops.convert_to_numpy(theirs(x.numpy())))
+    # float32 results of the same sums in another order: a few epsilons of the largest term
+    assert (got - want).abs().max() <= 64 * torch.finfo(torch.float32).eps * want.abs().max()
+    with pytest.raises(ValueError, match="not divisible"):
+        namespace["CausalSelfAttention"](30, 4)
