@@ -397,10 +397,14 @@ class GPTClassifier(nn.Module):
         self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None
     ) -> Tensor:
         if not isinstance(idx, Tensor) or idx.dim() != 2:
+            got = (
+                tuple(idx.shape)
+                if isinstance(idx, Tensor)
+                else type(idx).__name__
+            )
             raise ValueError(
                 "GPTClassifier: idx must be a 2-D tensor (batch, time) of "
-                "token ids, got "
-                f"{tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}"
+                f"token ids, got {got}"
             )
         B, T = idx.shape
         block_size = self.gpt.config.block_size
