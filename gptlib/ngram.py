@@ -10,13 +10,15 @@ from typing import Iterable
 
 import numpy as np
 
+from .utils import patch_to
+
 # %% auto #0
 __all__ = ['ALPHAS', 'vocabulary', 'encode', 'window_codes', 'NGramModel', 'tune']
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #4da85939
 def vocabulary(text: str) -> str:
-    """The distinct characters of `text`, sorted, as one string: the vocabulary
-    of a character model."""
+    """The distinct characters of `text`, sorted, as one string: the
+    vocabulary of a character model."""
     if not isinstance(text, str):
         raise TypeError(f"vocabulary expects a str, got {type(text).__name__}")
     return "".join(sorted(set(text)))
@@ -29,11 +31,7 @@ def encode(text: str, vocab: str) -> np.ndarray:
     """
     if not isinstance(text, str):
         raise TypeError(f"expected the text as str, got {type(text).__name__}")
-    if (
-        not isinstance(vocab, str)
-        or not vocab
-        or len(set(vocab)) != len(vocab)
-    ):
+    if not isinstance(vocab, str) or not vocab or len(set(vocab)) < len(vocab):
         raise ValueError(
             "vocab must be a non-empty str of distinct characters"
         )
@@ -43,12 +41,8 @@ def encode(text: str, vocab: str) -> np.ndarray:
             f"characters not in the vocabulary: {''.join(sorted(unknown))!r}; "
             f"the vocabulary has {len(vocab)} characters: {vocab!r}"
         )
-    points = np.frombuffer(
-        text.encode("utf-32-le"), dtype=np.uint32
-    )  # one code point per character
-    lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int64)
-    lookup[[ord(c) for c in vocab]] = np.arange(len(vocab))
-    return lookup[points]
+    index = {c: i for i, c in enumerate(vocab)}
+    return np.fromiter(map(index.__getitem__, text), np.int64, len(text))
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #46ddd15b
 def window_codes(ids: np.ndarray, m: int, base: int) -> np.ndarray:
@@ -108,23 +102,14 @@ def _lookup(
 class NGramModel:
     """A character n-gram language model with add-alpha smoothing.
 
-    The probability of character ``c`` after a context ``h`` (the ``n - 1``
-    previous characters) is
-    ``(count(h c) + alpha) / (count(h) + alpha * V)``: counts from the training
-    text, ``count(h)``
-    the number of times ``h`` was followed by a character, ``V = len(vocab)``.
-    ``alpha = 0`` is the
-    unsmoothed model, ``alpha = 1`` Laplace's rule; a context never seen in
-    training gets the
-    uniform distribution (and, with ``alpha = 0``, raises ValueError: its
-    distribution is undefined).
-
-    Character ``i < n - 1`` of a text is conditioned on all ``i`` characters
-    before it, with the
-    counts of ``(i + 1)``-grams (the first character gets the unigram
-    probability), so `log_prob`
-    is exactly the chain rule. Characters outside `vocab` raise ValueError.
-    Build with `fit`.
+    ``P(c | h) = (count(h c) + alpha) / (count(h) + alpha * V)`` for a
+    context ``h`` of the ``n - 1`` previous characters, with counts from the
+    training text and ``V = len(vocab)``. ``alpha = 0`` is the unsmoothed
+    model, ``alpha = 1`` Laplace's rule; a context never seen in training
+    gets the uniform distribution (with ``alpha = 0``, a ValueError: its
+    distribution is undefined). Character ``i < n - 1`` of a text is
+    conditioned on all ``i`` characters before it, so `log_prob` is exactly
+    the chain rule. Build with `fit`.
     """
 
     n: int
@@ -148,185 +133,185 @@ class NGramModel:
             )
         if len(vocab) ** n >= 2**63:
             raise ValueError(
-                f"n = {n} is too large for a vocabulary of {len(vocab)}: its "
-                "n-grams do not fit in 64 bits"
+                f"n = {n} is too large for a vocabulary of {len(vocab)}: "
+                "its n-grams do not fit in 64 bits"
             )
         counts = tuple(_count(ids, k, len(vocab)) for k in range(1, n + 1))
         return cls(n, 0.0, vocab, counts).with_alpha(alpha)
 
-    def with_alpha(self, alpha: float) -> NGramModel:
-        """The same counts with smoothing strength `alpha` (nothing is
-        recounted)."""
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not 0 <= alpha < math.inf
-        ):
-            raise ValueError(
-                f"alpha must be a finite number >= 0, got {alpha!r}"
-            )
-        return replace(self, alpha=float(alpha))
+# %% ../chapters/01-language-models/02-language-models.ipynb #d91b8a4d
+@patch_to(NGramModel)
+def with_alpha(self, alpha: float) -> NGramModel:
+    """The same counts with smoothing strength `alpha` (nothing is
+    recounted)."""
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not 0 <= alpha < math.inf
+    ):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return replace(self, alpha=float(alpha))
 
-    def with_order(self, n: int) -> NGramModel:
-        """The model of order `n` <= self.n from the same counts (nothing is
-        recounted)."""
-        if (
-            not isinstance(n, int)
-            or isinstance(n, bool)
-            or not 1 <= n <= self.n
-        ):
-            raise ValueError(f"n must be an int from 1 to {self.n}, got {n!r}")
-        return replace(self, n=n, counts=self.counts[:n])
 
-    def _smooth(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        if self.alpha == 0 and (den == 0).any():
-            raise ValueError(
-                "alpha = 0 and a context was never seen in training: its "
-                "probabilities are undefined; use alpha > 0"
-            )
-        return (num + self.alpha) / (den + self.alpha * len(self.vocab))
+@patch_to(NGramModel)
+def with_order(self, n: int) -> NGramModel:
+    """The model of order `n` <= self.n from the same counts (nothing is
+    recounted)."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.n:
+        raise ValueError(f"n must be an int from 1 to {self.n}, got {n!r}")
+    return replace(self, n=n, counts=self.counts[:n])
 
-    def _counts_of(
-        self, k: int, contexts: np.ndarray, chars: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """count(h c) and count(h) for contexts h of k - 1 characters (as
-        codes) and characters c."""
-        table, V = self.counts[k - 1], len(self.vocab)
-        return _lookup(
-            contexts * V + chars, table.grams, table.gram_counts
-        ), _lookup(contexts, table.contexts, table.context_counts)
+# %% ../chapters/01-language-models/02-language-models.ipynb #5dd4b76f
+@patch_to(NGramModel)
+def _counts_of(
+    self, k: int, contexts: np.ndarray, chars: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """count(h c) and count(h) for contexts h of k - 1 characters (given as
+    codes) and characters c."""
+    table, V = self.counts[k - 1], len(self.vocab)
+    num = _lookup(contexts * V + chars, table.grams, table.gram_counts)
+    den = _lookup(contexts, table.contexts, table.context_counts)
+    return num, den
 
-    def _context(self, context: str) -> tuple[int, int]:
-        """The order and code of the part of `context` the model uses: its last
-        n - 1 characters."""
-        if not isinstance(context, str):
-            raise TypeError(
-                f"context must be a str, got {type(context).__name__}"
-            )
-        ids = encode(context[max(len(context) - self.n + 1, 0) :], self.vocab)
-        return len(ids) + 1, int(
-            window_codes(ids, len(ids), len(self.vocab))[0]
+
+@patch_to(NGramModel)
+def _smooth(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Equation (eq-add-alpha) for counts count(h c) = num, count(h) = den."""
+    if self.alpha == 0 and (den == 0).any():
+        raise ValueError(
+            "alpha = 0 and a context was never seen in training: its "
+            "probabilities are undefined; use alpha > 0"
         )
+    return (num + self.alpha) / (den + self.alpha * len(self.vocab))
 
-    def next_char_probs(self, context: str = "") -> np.ndarray:
-        """P(c | context) for every character c of `vocab`, in vocab order (the
-        array sums to 1).
 
-        Only the last n - 1 characters of `context` are used.
-        """
-        k, code = self._context(context)
-        V = len(self.vocab)
-        return self._smooth(
-            *self._counts_of(k, np.full(V, code), np.arange(V))
-        )
+@patch_to(NGramModel)
+def _context_code(self, context: str) -> tuple[int, int]:
+    """The part of `context` the model uses, its last n - 1 characters, as
+    ``(k, code)``: the order k whose counts apply, and the context's code."""
+    if not isinstance(context, str):
+        raise TypeError(f"context must be a str, got {type(context).__name__}")
+    ids = encode(context[max(len(context) - self.n + 1, 0) :], self.vocab)
+    code = int(window_codes(ids, len(ids), len(self.vocab))[0])
+    return len(ids) + 1, code
 
-    def prob(
-        self, char: str, context: str = "", *, exact: bool = False
-    ) -> float | Fraction:
-        """P(char | context), from the last n - 1 characters of `context`.
 
-        With ``exact=True`` the result is a `fractions.Fraction` made from the
-        integer counts.
-        """
-        if not isinstance(char, str) or len(char) != 1:
-            raise ValueError(f"char must be a single character, got {char!r}")
-        k, code = self._context(context)
-        num, den = self._counts_of(
-            k, np.array([code]), encode(char, self.vocab)
-        )
-        p = self._smooth(num, den)[
-            0
-        ]  # checks that the context was seen when alpha = 0
-        if exact:
-            a = Fraction(self.alpha)
-            return (int(num[0]) + a) / (int(den[0]) + a * len(self.vocab))
-        return float(p)
+@patch_to(NGramModel)
+def next_char_probs(self, context: str = "") -> np.ndarray:
+    """P(c | context) for every character c of `vocab`, in vocab order (the
+    array sums to 1). Only the last n - 1 characters of `context` count."""
+    k, code = self._context_code(context)
+    V = len(self.vocab)
+    return self._smooth(*self._counts_of(k, np.full(V, code), np.arange(V)))
 
-    def _chain_counts(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """count(h c) and count(h) for every character c of `text` after its
-        context h."""
-        ids = encode(text, self.vocab)
-        V, n = len(self.vocab), self.n
-        parts = [
-            self._counts_of(
-                i + 1, window_codes(ids[:i], i, V)[:1], ids[i : i + 1]
-            )
-            for i in range(min(n - 1, len(ids)))
-        ]
-        if (
-            len(ids) >= n
-        ):  # every later character has a full context of n - 1 characters
-            parts.append(
-                self._counts_of(
-                    n, window_codes(ids[:-1], n - 1, V), ids[n - 1 :]
-                )
-            )
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate([p[0] for p in parts]), np.concatenate(
-            [p[1] for p in parts]
-        )
+# %% ../chapters/01-language-models/02-language-models.ipynb #a903c33e
+@patch_to(NGramModel)
+def prob(
+    self, char: str, context: str = "", *, exact: bool = False
+) -> float | Fraction:
+    """P(char | context), from the last n - 1 characters of `context`.
 
-    def char_probs(self, text: str) -> np.ndarray:
-        """P(c_i | c_<i) for every character c_i of `text`: the factors of the
-        chain rule."""
-        return self._smooth(*self._chain_counts(text))
+    With ``exact=True`` the result is a `fractions.Fraction` made from the
+    integer counts.
+    """
+    if not isinstance(char, str) or len(char) != 1:
+        raise ValueError(f"char must be a single character, got {char!r}")
+    k, code = self._context_code(context)
+    num, den = self._counts_of(k, np.array([code]), encode(char, self.vocab))
+    if not exact:
+        return float(self._smooth(num, den)[0])
+    if self.alpha == 0 and den[0] == 0:
+        self._smooth(num, den)  # raises: the probability is undefined
+    a = Fraction(self.alpha)
+    return (int(num[0]) + a) / (int(den[0]) + a * len(self.vocab))
 
-    def context_counts(self, text: str) -> np.ndarray:
-        """count(h) for every character of `text`: how often its context was
-        followed by a character in training."""
-        return self._chain_counts(text)[1]
+# %% ../chapters/01-language-models/02-language-models.ipynb #da77349b
+@patch_to(NGramModel)
+def _chain_counts(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """count(h c) and count(h) for every character c of `text` after its
+    context h."""
+    ids = encode(text, self.vocab)
+    V, n = len(self.vocab), self.n
+    nums, dens = [], []
+    # the first n - 1 characters, each after all the characters before it
+    for i in range(min(n - 1, len(ids))):
+        context = window_codes(ids[:i], i, V)[:1]  # ids[:i] as one code
+        num, den = self._counts_of(i + 1, context, ids[i : i + 1])
+        nums.append(num)
+        dens.append(den)
+    # every later character after a full context of n - 1, all at once
+    if len(ids) >= n:
+        contexts = window_codes(ids[:-1], n - 1, V)
+        num, den = self._counts_of(n, contexts, ids[n - 1 :])
+        nums.append(num)
+        dens.append(den)
+    empty = np.zeros(0, dtype=np.int64)
+    return np.concatenate([empty, *nums]), np.concatenate([empty, *dens])
 
-    def log_prob(self, text: str) -> float:
-        """The natural logarithm of P(text) by the chain rule (-inf when a
-        factor is 0, possible only with alpha = 0)."""
-        p = self.char_probs(text)
-        return -math.inf if (p == 0).any() else float(np.log(p).sum())
 
-    def cross_entropy(self, text: str) -> float:
-        """The mean negative log-probability per character of `text`, in
-        nats."""
-        if not isinstance(text, str) or not text:
-            raise ValueError("cross_entropy needs a non-empty str")
-        return -self.log_prob(text) / len(text)
+@patch_to(NGramModel)
+def char_probs(self, text: str) -> np.ndarray:
+    """P(c_i | c_<i) for every character c_i of `text`: the factors of the
+    chain rule."""
+    return self._smooth(*self._chain_counts(text))
 
-    def perplexity(self, text: str) -> float:
-        """exp(cross_entropy(text)): P(text) ** (-1 / len(text))."""
-        return math.exp(self.cross_entropy(text))
 
-    def sample(
-        self,
-        length: int,
-        *,
-        prompt: str = "",
-        generator: np.random.Generator | int | None = None,
-    ) -> str:
-        """`prompt` followed by `length` new characters, each drawn from
-        `next_char_probs` of the text so far.
+@patch_to(NGramModel)
+def context_counts(self, text: str) -> np.ndarray:
+    """count(h) for every character of `text`: how often its context was
+    followed by a character in training."""
+    return self._chain_counts(text)[1]
 
-        `generator` is a NumPy random generator or an int seed (None: unseeded,
-        different every call).
-        """
-        if (
-            not isinstance(length, int)
-            or isinstance(length, bool)
-            or length < 0
-        ):
-            raise ValueError(f"length must be an int >= 0, got {length!r}")
-        rng = (
-            generator
-            if isinstance(generator, np.random.Generator)
-            else np.random.default_rng(generator)
-        )
-        out = prompt
-        encode(
-            out, self.vocab
-        )  # a prompt with unknown characters fails here, not halfway
-        for _ in range(length):
-            out += self.vocab[
-                rng.choice(len(self.vocab), p=self.next_char_probs(out))
-            ]
-        return out
+
+@patch_to(NGramModel)
+def log_prob(self, text: str) -> float:
+    """The natural logarithm of P(text) by the chain rule (-inf when a
+    factor is 0, possible only with alpha = 0)."""
+    p = self.char_probs(text)
+    return -math.inf if (p == 0).any() else float(np.log(p).sum())
+
+# %% ../chapters/01-language-models/02-language-models.ipynb #9c4d5832
+@patch_to(NGramModel)
+def sample(
+    self,
+    length: int,
+    *,
+    prompt: str = "",
+    generator: np.random.Generator | int | None = None,
+) -> str:
+    """`prompt` followed by `length` new characters, each drawn from
+    `next_char_probs` of the text so far.
+
+    `generator` is a NumPy random generator or an int seed (None: unseeded,
+    different every call).
+    """
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}")
+    if isinstance(generator, np.random.Generator):
+        rng = generator
+    else:
+        rng = np.random.default_rng(generator)
+    encode(prompt, self.vocab)  # unknown characters fail here, not halfway
+    out = prompt
+    for _ in range(length):
+        probs = self.next_char_probs(out)
+        out += self.vocab[rng.choice(len(self.vocab), p=probs)]
+    return out
+
+# %% ../chapters/01-language-models/02-language-models.ipynb #63376bb2
+@patch_to(NGramModel)
+def cross_entropy(self, text: str) -> float:
+    """The mean negative log-probability per character of `text`, in
+    nats."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("cross_entropy needs a non-empty str")
+    return -self.log_prob(text) / len(text)
+
+
+@patch_to(NGramModel)
+def perplexity(self, text: str) -> float:
+    """exp(cross_entropy(text)): P(text) ** (-1 / len(text))."""
+    return math.exp(self.cross_entropy(text))
 
 # %% ../chapters/01-language-models/02-language-models.ipynb #d6eaa394
 ALPHAS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003)

@@ -16,53 +16,20 @@ import torch
 __all__ = ['GPT_CONFIGS', 'ParamCount', 'param_count', 'training_flops', 'measure_matmul_flops']
 
 # %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #5e713f54
+_FIELDS = ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")
+_SHAPES = {  # vocabulary, context, blocks, width, heads
+    "gpt1": (40478, 512, 12, 768, 12),
+    "gpt2": (50257, 1024, 12, 768, 12),
+    "gpt2-medium": (50257, 1024, 24, 1024, 16),
+    "gpt2-large": (50257, 1024, 36, 1280, 20),
+    "gpt2-xl": (50257, 1024, 48, 1600, 25),
+    "gpt3": (50257, 2048, 96, 12288, 96),
+}
+# read-only views, so that no code can change a published shape by accident
 GPT_CONFIGS: Mapping[str, Mapping[str, int]] = types.MappingProxyType(
     {
-        name: types.MappingProxyType(config)
-        for name, config in {
-            "gpt1": dict(
-                vocab_size=40478,
-                block_size=512,
-                n_layer=12,
-                n_embd=768,
-                n_head=12,
-            ),
-            "gpt2": dict(
-                vocab_size=50257,
-                block_size=1024,
-                n_layer=12,
-                n_embd=768,
-                n_head=12,
-            ),
-            "gpt2-medium": dict(
-                vocab_size=50257,
-                block_size=1024,
-                n_layer=24,
-                n_embd=1024,
-                n_head=16,
-            ),
-            "gpt2-large": dict(
-                vocab_size=50257,
-                block_size=1024,
-                n_layer=36,
-                n_embd=1280,
-                n_head=20,
-            ),
-            "gpt2-xl": dict(
-                vocab_size=50257,
-                block_size=1024,
-                n_layer=48,
-                n_embd=1600,
-                n_head=25,
-            ),
-            "gpt3": dict(
-                vocab_size=50257,
-                block_size=2048,
-                n_layer=96,
-                n_embd=12288,
-                n_head=96,
-            ),
-        }.items()
+        name: types.MappingProxyType(dict(zip(_FIELDS, shape)))
+        for name, shape in _SHAPES.items()
     }
 )
 """Published shapes of GPT-1, the four released GPT-2 models and GPT-3 175B
@@ -108,7 +75,7 @@ class ParamCount:
         }
         return {k: v / self.total for k, v in parts.items()}
 
-
+# %% ../chapters/01-language-models/05-from-lm-to-llm.ipynb #090a50ca
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
@@ -190,7 +157,8 @@ def training_flops(n_params: float, n_tokens: float) -> float:
     add), 4 in the backward
     pass (gradients with respect to the inputs and to the weights). Attention's
     own arithmetic,
-    which grows with the context length, is left out (a few percent for GPT-3).
+    which grows with the context length, is left out (about 1.4% of GPT-3's
+    forward pass).
     """
     return (
         6.0

@@ -14,16 +14,84 @@ from typing import Any, Collection, Iterable, Literal, Sequence
 
 import regex
 
-from .utils import progress
+from .utils import patch_to, progress
 
 # %% auto #0
-__all__ = ['GPT2_PATTERN', 'ENDOFTEXT', 'CharTokenizer', 'pair_counts', 'merge_pair', 'token_bytes', 'train_plain',
+__all__ = ['GPT2_PATTERN', 'ENDOFTEXT', 'Pair', 'CharTokenizer', 'pair_counts', 'merge_pair', 'token_bytes', 'train_plain',
            'encode_plain', 'BPETokenizer']
 
-# %% ../chapters/01-language-models/03-tokenization.ipynb #f453a10e
+# %% ../chapters/01-language-models/03-tokenization.ipynb #76fb39b4
+class CharTokenizer:
+    """A character-level tokenizer: one id per character of a fixed alphabet.
+
+    Build it from a text with `CharTokenizer.from_text(text)`: the alphabet
+    is the text's sorted set of characters, so ids follow Unicode order.
+    `encode` refuses characters outside the alphabet.
+    """
+
+    FORMAT, VERSION = "gptlib.CharTokenizer", 1  # of the files `save` writes
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        chars = list(chars)
+        if not chars:
+            raise ValueError("a CharTokenizer needs at least one character")
+        for c in chars:
+            if not isinstance(c, str) or len(c) != 1:
+                raise TypeError(
+                    "the alphabet must consist of single characters (str of "
+                    f"length 1), got {c!r}"
+                )
+        repeated = [c for c, n in Counter(chars).items() if n > 1]
+        if repeated:
+            raise ValueError(
+                f"the character {repeated[0]!r} appears twice in the alphabet"
+            )
+        self.chars: tuple[str, ...] = tuple(chars)
+        self._ids = {c: i for i, c in enumerate(self.chars)}  # char -> id
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """The tokenizer whose alphabet is the sorted set of characters of
+        `text`."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError("cannot build a CharTokenizer from an empty text")
+        return cls(sorted(set(text)))
+
+    # the same name as BPETokenizer.train, for code that takes either one
+    train = from_text
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of distinct ids (the size of the alphabet)."""
+        return len(self.chars)
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #a90892c7
+@patch_to(CharTokenizer)
+def encode(self, text: str) -> list[int]:
+    """The ids of the characters of `text`; a character outside the
+    alphabet raises ValueError."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    try:
+        return [self._ids[c] for c in text]
+    except KeyError:
+        pos, ch = next(
+            (i, c) for i, c in enumerate(text) if c not in self._ids
+        )
+        raise ValueError(
+            f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not in "
+            f"this tokenizer's alphabet of {self.vocab_size} characters"
+        ) from None
+
+
 def _as_id_list(ids: Any) -> list[int]:
-    """`ids` as a list of Python ints (accepts lists, tuples, NumPy arrays and
-    PyTorch tensors)."""
+    """`ids` as a list of Python ints (accepts lists, tuples, NumPy arrays
+    and PyTorch tensors)."""
     if isinstance(ids, (str, bytes)):
         raise TypeError(
             f"ids must be a sequence of ints, got {type(ids).__name__}"
@@ -41,160 +109,20 @@ def _as_id_list(ids: Any) -> list[int]:
 
 
 def _check_ids(ids: list[int], vocab_size: int) -> None:
-    if ids and (min(ids) < 0 or max(ids) >= vocab_size):
-        bad = next(i for i in ids if not 0 <= i < vocab_size)
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
         raise ValueError(
             f"token id {bad} is out of range: the ids of this tokenizer are "
             f"0..{vocab_size - 1}"
         )
 
 
-def _write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write `data` as JSON to `path` through a temporary file, so a crash
-    never leaves half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent if str(path.parent) else ".",
-        prefix=path.name,
-        suffix=".tmp",
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
-    """Read a tokenizer file and check its format name and version; clear
-    errors for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer file at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"{path} is not a tokenizer file: not valid JSON (truncated or "
-            f"damaged?): {e}"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        found = (
-            data.get("format")
-            if isinstance(data, dict)
-            else type(data).__name__
-        )
-        raise ValueError(
-            f"{path} is not a {fmt} file (its format is {found!r})"
-        )
-    if data.get("version") != version:
-        raise ValueError(
-            f"{path} has {fmt} format version {data.get('version')!r}; this "
-            f"gptlib reads version {version}"
-        )
-    return data
-
-
-class CharTokenizer:
-    """A character-level tokenizer: one id per character of a fixed alphabet.
-
-    Build it from a text with `CharTokenizer.from_text(text)`: the alphabet is
-    the text's sorted set of
-    characters, so ids follow Unicode order. `encode` refuses characters
-    outside the alphabet.
-    """
-
-    FORMAT = "gptlib.CharTokenizer"
-    VERSION = 1
-
-    def __init__(self, chars: Iterable[str]) -> None:
-        if isinstance(chars, str):
-            chars = list(chars)
-        chars = list(chars)
-        if not chars:
-            raise ValueError("a CharTokenizer needs at least one character")
-        for c in chars:
-            if not isinstance(c, str) or len(c) != 1:
-                raise TypeError(
-                    "the alphabet must consist of single characters (str of "
-                    f"length 1), got {c!r}"
-                )
-        if len(set(chars)) != len(chars):
-            dup = next(c for c in chars if chars.count(c) > 1)
-            raise ValueError(
-                f"the character {dup!r} appears twice in the alphabet"
-            )
-        self.chars: tuple[str, ...] = tuple(chars)
-        self._ids = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """The tokenizer whose alphabet is the sorted set of characters of
-        `text`."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if not text:
-            raise ValueError("cannot build a CharTokenizer from an empty text")
-        return cls(sorted(set(text)))
-
-    # the same name as BPETokenizer.train, for code that takes either tokenizer
-    train = from_text
-
-    @property
-    def vocab_size(self) -> int:
-        """The number of distinct ids (the size of the alphabet)."""
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        """The ids of the characters of `text`; a character outside the
-        alphabet raises ValueError."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        ids = self._ids
-        try:
-            return [ids[c] for c in text]
-        except KeyError:
-            pos, ch = next((i, c) for i, c in enumerate(text) if c not in ids)
-            raise ValueError(
-                f"character {ch!r} (U+{ord(ch):04X}) at position {pos} is not "
-                "in this tokenizer's alphabet "
-                f"of {self.vocab_size} characters"
-            ) from None
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """The text of a sequence of ids."""
-        ids = _as_id_list(ids)
-        _check_ids(ids, self.vocab_size)
-        chars = self.chars
-        return "".join([chars[i] for i in ids])
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to a JSON file."""
-        _write_json_atomic(
-            path,
-            {
-                "format": self.FORMAT,
-                "version": self.VERSION,
-                "chars": "".join(self.chars),
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        """Read a tokenizer written by `save`; a missing, damaged or foreign
-        file raises a clear error."""
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
-        if not isinstance(data.get("chars"), str):
-            raise ValueError(f"{path}: 'chars' must be a string")
-        try:
-            return cls(data["chars"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
+@patch_to(CharTokenizer)
+def decode(self, ids: Iterable[int]) -> str:
+    """The text of a sequence of ids."""
+    ids = _as_id_list(ids)
+    _check_ids(ids, self.vocab_size)
+    return "".join([self.chars[i] for i in ids])
 
 # %% ../chapters/01-language-models/03-tokenization.ipynb #a87cf9fb
 def pair_counts(chunks: Iterable[Sequence[int]]) -> dict[tuple[int, int], int]:
@@ -227,7 +155,10 @@ def merge_pair(
 # %% ../chapters/01-language-models/03-tokenization.ipynb #2f657b02
 # GPT-2's pre-tokenization pattern (as in OpenAI's GPT-2 code); BPE never
 # merges across its chunks
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
+    r"""|\s+(?!\S)|\s+"""
+)
 
 ENDOFTEXT = "<|endoftext|>"  # GPT-2's special token that separates documents
 
@@ -315,37 +246,64 @@ def encode_plain(
         out.extend(ids)
     return out
 
-# %% ../chapters/01-language-models/03-tokenization.ipynb #8bc77b00
-def _train_merges(
-    chunk_counts: dict[str, int], n_merges: int, show_progress: bool = False
-) -> list[tuple[int, int]]:
-    """Learn up to `n_merges` merges from distinct chunks and their counts (see
-    `BPETokenizer.train`)."""
-    words: list[list[int]] = []  # each distinct chunk as a list of token ids
-    weights: list[int] = []  # how often it occurs
-    for chunk, n in chunk_counts.items():
-        ids = list(chunk.encode("utf-8"))
-        if len(ids) >= 2:
-            words.append(ids)
-            weights.append(n)
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(
-        set
-    )  # pair -> chunks that (may) contain it
+# %% ../chapters/01-language-models/03-tokenization.ipynb #a32a8b36
+Pair = tuple[int, int]
+
+
+def _index_chunks(
+    chunk_counts: dict[str, int],
+) -> tuple[list[list[int]], list[int], dict[Pair, int], dict[Pair, set[int]]]:
+    """The distinct chunks as lists of byte ids, how often each occurs, the
+    weighted count of every pair, and the chunks each pair occurs in."""
+    words = [list(c.encode("utf-8")) for c in chunk_counts]
+    weights = list(chunk_counts.values())
+    counts: dict[Pair, int] = defaultdict(int)
+    where: dict[Pair, set[int]] = defaultdict(set)
     for w, (ids, n) in enumerate(zip(words, weights)):
         for pair in zip(ids, ids[1:]):
             counts[pair] += n
             where[pair].add(w)
-    heap = [
-        (-c, a, b) for (a, b), c in counts.items()
-    ]  # highest count first, ties to the smallest ids
+    return words, weights, counts, where
+
+
+def _apply_merge(
+    ids: list[int], pair: Pair, new: int, n: int, delta: dict[Pair, int]
+) -> list[int]:
+    """`merge_pair(ids, pair, new)`, adding to `delta` how the counts of the
+    pairs change, each occurrence weighted by the chunk's count `n`."""
+    a, b = pair
+    out: list[int] = []
+    i = 0
+    while i < len(ids):
+        if ids[i] == a and i + 1 < len(ids) and ids[i + 1] == b:
+            delta[pair] -= n
+            if out:  # the pair on the left: (L, a) becomes (L, new)
+                delta[(out[-1], a)] -= n
+                delta[(out[-1], new)] += n
+            if i + 2 < len(ids):  # on the right: (b, R) becomes (new, R)
+                delta[(b, ids[i + 2])] -= n
+                delta[(new, ids[i + 2])] += n
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #525ddceb
+def _train_merges(
+    chunk_counts: dict[str, int], n_merges: int, show_progress: bool = False
+) -> list[Pair]:
+    """Learn up to `n_merges` merges from distinct chunks and their counts
+    (see `BPETokenizer.train`)."""
+    words, weights, counts, where = _index_chunks(chunk_counts)
+    # highest count first, ties to the smallest ids
+    heap = [(-c, a, b) for (a, b), c in counts.items()]
     heapq.heapify(heap)
     vocab = token_bytes([])
     known = set(vocab)
-    skipped: set[tuple[int, int]] = (
-        set()
-    )  # pairs whose bytes are already a token
-    merges: list[tuple[int, int]] = []
+    skipped: set[Pair] = set()  # pairs whose bytes are already a token
+    merges: list[Pair] = []
     bar = progress(
         total=n_merges, desc="BPE merges", disable=not show_progress
     )
@@ -362,41 +320,22 @@ def _train_merges(
         merges.append(pair)
         vocab.append(joined)
         known.add(joined)
-        delta: dict[tuple[int, int], int] = defaultdict(int)
+        delta: dict[Pair, int] = defaultdict(int)
         for w in where.pop(pair):
-            ids, n = words[w], weights[w]
-            out: list[int] = []
-            i, length = 0, len(ids)
-            while i < length:
-                if ids[i] == a and i + 1 < length and ids[i + 1] == b:
-                    delta[pair] -= n
-                    if out:  # the pair on the left: (L, a) becomes (L, new)
-                        left = out[-1]
-                        delta[(left, a)] -= n
-                        delta[(left, new)] += n
-                        where[(left, new)].add(w)
-                    if (
-                        i + 2 < length
-                    ):  # the pair on the right: (b, R) becomes (new, R)
-                        right = ids[i + 2]
-                        delta[(b, right)] -= n
-                        delta[(new, right)] += n
-                        where[(new, right)].add(w)
-                    out.append(new)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            words[w] = out
+            words[w] = _apply_merge(words[w], pair, new, weights[w], delta)
+            for p in zip(words[w], words[w][1:]):
+                if new in p:
+                    where[p].add(w)
         for p, d in delta.items():
-            if d:
-                c = counts[p] + d
-                if c > 0:
-                    counts[p] = c
-                    if p not in skipped:
-                        heapq.heappush(heap, (-c, p[0], p[1]))
-                else:
-                    del counts[p]
+            if d == 0:
+                continue
+            c = counts[p] + d
+            if c > 0:
+                counts[p] = c
+                if p not in skipped:
+                    heapq.heappush(heap, (-c, p[0], p[1]))
+            else:
+                del counts[p]
         bar.update(1)
     bar.close()
     return merges
@@ -452,62 +391,62 @@ def _compile_pattern(pattern: str) -> regex.Pattern:
             f"pattern {pattern!r} is not a valid regular expression: {e}"
         ) from None
 
-# %% ../chapters/01-language-models/03-tokenization.ipynb #a5a1df77
-class BPETokenizer:
-    """A byte-level BPE tokenizer with a pre-tokenization pattern and special
-    tokens, compatible with tiktoken.
+# %% ../chapters/01-language-models/03-tokenization.ipynb #411d6f50
+def _token_table(merges: Iterable[Pair]) -> tuple[list[Pair], list[bytes]]:
+    """Check a list of merges and return it with the bytes of every token:
+    the 256 single bytes, then one token per merge, in order."""
+    if isinstance(merges, (str, bytes)):
+        raise TypeError("merges must be a list of pairs of ids")
+    checked: list[Pair] = []
+    vocab = token_bytes([])
+    seen = {tok: i for i, tok in enumerate(vocab)}
+    for k, m in enumerate(merges):
+        if isinstance(m, (str, bytes)) or not isinstance(m, Sequence):
+            raise TypeError(f"merge {k} must be a pair of ids, got {m!r}")
+        if len(m) != 2:
+            raise TypeError(f"merge {k} must be a pair of ids, got {m!r}")
+        a, b = m
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in m):
+            raise TypeError(f"merge {k} must be a pair of ints, got {m!r}")
+        if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+            raise ValueError(
+                f"merge {k} = {m!r} uses an id that does not exist yet "
+                f"(ids so far: 0..{255 + k})"
+            )
+        joined = vocab[a] + vocab[b]
+        if joined in seen:
+            raise ValueError(
+                f"merge {k} = {m!r} makes {joined!r}, which is already token "
+                f"{seen[joined]}; two tokens cannot have the same bytes"
+            )
+        seen[joined] = len(vocab)
+        vocab.append(joined)
+        checked.append((a, b))
+    return checked, vocab
 
-    Ids 0..255 are the single bytes, id 256 + k is the token made by the k-th
-    merge, and the special
-    tokens follow. Train one with `BPETokenizer.train(text, vocab_size)`.
+# %% ../chapters/01-language-models/03-tokenization.ipynb #28bb58f0
+class BPETokenizer:
+    """A byte-level BPE tokenizer with a pre-tokenization pattern and
+    special tokens, compatible with tiktoken.
+
+    Ids 0..255 are the single bytes, id 256 + k is the token made by the
+    k-th merge, and the special tokens follow. Train one with
+    `BPETokenizer.train(text, vocab_size)`.
     """
 
-    FORMAT = "gptlib.BPETokenizer"
-    VERSION = 1
-    _CACHE_LIMIT = 200_000
+    FORMAT, VERSION = "gptlib.BPETokenizer", 1  # of the files `save` writes
+    _CACHE_LIMIT = 200_000  # chunks whose ids `encode` remembers
 
     def __init__(
         self,
-        merges: Iterable[tuple[int, int]],
+        merges: Iterable[Pair],
         special_tokens: Iterable[str] = (ENDOFTEXT,),
         pattern: str = GPT2_PATTERN,
     ) -> None:
         self.pattern = pattern
         self._splitter = _compile_pattern(pattern)
-        if isinstance(merges, (str, bytes)):
-            raise TypeError("merges must be a list of pairs of ids")
-        self.merges: list[tuple[int, int]] = []
-        vocab = token_bytes([])
-        self._ranks = {
-            tok: i for i, tok in enumerate(vocab)
-        }  # token bytes -> id; all 256 bytes, always
-        for k, m in enumerate(merges):
-            if (
-                isinstance(m, (str, bytes))
-                or not isinstance(m, Sequence)
-                or len(m) != 2
-            ):
-                raise TypeError(f"merge {k} must be a pair of ids, got {m!r}")
-            a, b = m
-            if not all(
-                isinstance(x, int) and not isinstance(x, bool) for x in (a, b)
-            ):
-                raise TypeError(f"merge {k} must be a pair of ints, got {m!r}")
-            if not (0 <= a < 256 + k and 0 <= b < 256 + k):
-                raise ValueError(
-                    f"merge {k} = {m!r} uses an id that does not exist yet "
-                    f"(ids so far: 0..{255 + k})"
-                )
-            joined = vocab[a] + vocab[b]
-            if joined in self._ranks:
-                raise ValueError(
-                    f"merge {k} = {m!r} makes {joined!r}, which is already "
-                    f"token {self._ranks[joined]}; "
-                    "two tokens cannot have the same bytes"
-                )
-            self._ranks[joined] = len(vocab)
-            vocab.append(joined)
-            self.merges.append((a, b))
+        self.merges, vocab = _token_table(merges)
+        self._ranks = {tok: i for i, tok in enumerate(vocab)}  # bytes -> id
         specials = _check_special_tokens(special_tokens)
         for s in specials:
             if s.encode("utf-8") in self._ranks:
@@ -522,225 +461,10 @@ class BPETokenizer:
         self._special_re: dict[frozenset[str], regex.Pattern] = {}
         self._cache: dict[str, list[int]] = {}
 
-    @classmethod
-    def train(
-        cls,
-        text: str,
-        vocab_size: int,
-        special_tokens: Iterable[str] = (ENDOFTEXT,),
-        pattern: str = GPT2_PATTERN,
-        show_progress: bool = False,
-    ) -> BPETokenizer:
-        """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + special
-        tokens) from `text`.
-
-        The text is cut into chunks with `pattern`, and merges never cross
-        chunks. The most frequent
-        pair is merged first; ties go to the pair with the smallest ids; a pair
-        whose joined bytes are
-        already a token is skipped. The result has the same merges as
-        `train_plain`. Training stops
-        early if no pair is left to merge, so the vocabulary can come out
-        smaller than asked.
-        Special tokens are not learned from the text: occurrences of their
-        strings count as text.
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if not text:
-            raise ValueError("cannot train a tokenizer on an empty text")
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TypeError(
-                f"vocab_size must be an int, got {type(vocab_size).__name__}"
-            )
-        specials = _check_special_tokens(special_tokens)
-        if vocab_size < 256 + len(specials):
-            raise ValueError(
-                "vocab_size must be at least 256 (the bytes) + "
-                f"{len(specials)} (the special tokens) "
-                f"= {256 + len(specials)}, got {vocab_size}"
-            )
-        chunks = Counter(_compile_pattern(pattern).findall(text))
-        if sum(len(c) * n for c, n in chunks.items()) != len(text):
-            raise ValueError(
-                "pattern must match every character of the text (the chunks "
-                "must join up to the text)"
-            )
-        merges = _train_merges(
-            chunks, vocab_size - 256 - len(specials), show_progress
-        )
-        return cls(merges, specials, pattern)
-
     @property
     def vocab_size(self) -> int:
         """The number of ids: 256 bytes + the merges + the special tokens."""
         return len(self._bytes)
-
-    def _special_regex(self, tokens: frozenset[str]) -> regex.Pattern:
-        if (
-            tokens not in self._special_re
-        ):  # longest first, so a special token that contains another wins
-            alternatives = sorted(tokens, key=lambda s: (-len(s), s))
-            self._special_re[tokens] = regex.compile(
-                "|".join(regex.escape(s) for s in alternatives)
-            )
-        return self._special_re[tokens]
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encode `text` as ordinary text: special-token strings in it get
-        ordinary tokens."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        cache, ranks, out = self._cache, self._ranks, []
-        for chunk in self._splitter.findall(text):
-            ids = cache.get(chunk)
-            if ids is None:
-                try:
-                    ids = _bpe_chunk(chunk.encode("utf-8"), ranks)
-                except (
-                    UnicodeEncodeError
-                ):  # lone surrogates: replaced by U+FFFD, as tiktoken does
-                    return self.encode_ordinary(
-                        text.encode("utf-16", "surrogatepass").decode(
-                            "utf-16", "replace"
-                        )
-                    )
-                if len(cache) >= self._CACHE_LIMIT:
-                    cache.clear()
-                cache[chunk] = ids
-            out.extend(ids)
-        return out
-
-    def encode(
-        self,
-        text: str,
-        allowed_special: Literal["all"] | Collection[str] = frozenset(),
-        disallowed_special: Literal["all"] | Collection[str] = "all",
-    ) -> list[int]:
-        """Encode `text` into ids, with tiktoken's rules for special tokens.
-
-        By default no special token is allowed, and text that contains one
-        raises ValueError, so
-        that text from a user cannot pass for a special token.
-        `allowed_special` ("all" or a set)
-        names the special tokens to encode as their ids;
-        `disallowed_special=()` encodes the
-        remaining ones as ordinary text instead of raising.
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        allowed = self._names(allowed_special, "allowed_special")
-        if disallowed_special == "all":
-            disallowed = frozenset(self.special_tokens) - allowed
-        else:
-            disallowed = self._names(disallowed_special, "disallowed_special")
-        if disallowed:
-            found = self._special_regex(disallowed).search(text)
-            if found:
-                raise ValueError(
-                    f"the text contains the special token {found.group()!r} "
-                    f"at position {found.start()}; pass "
-                    f"allowed_special={{{found.group()!r}}} (or 'all') to "
-                    "encode it as a special token, or "
-                    f"disallowed_special=() to encode it as ordinary text"
-                )
-        if not allowed:
-            return self.encode_ordinary(text)
-        out: list[int] = []
-        start = 0
-        for match in self._special_regex(allowed).finditer(text):
-            out += self.encode_ordinary(text[start : match.start()])
-            out.append(self.special_tokens[match.group()])
-            start = match.end()
-        out += self.encode_ordinary(text[start:])
-        return out
-
-    def _names(
-        self, tokens: Literal["all"] | Collection[str], what: str
-    ) -> frozenset[str]:
-        if tokens == "all":
-            return frozenset(self.special_tokens)
-        if isinstance(tokens, str):
-            raise TypeError(
-                f"{what} must be 'all' or a set of special tokens, got the "
-                f"string {tokens!r}"
-            )
-        names = frozenset(tokens)
-        unknown = sorted(n for n in names if n not in self.special_tokens)
-        if unknown:
-            raise ValueError(
-                f"{what} names {unknown}, which are not special tokens of "
-                "this tokenizer "
-                f"(its special tokens: {sorted(self.special_tokens)})"
-            )
-        return names
-
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of a sequence of ids, joined."""
-        ids = _as_id_list(ids)
-        _check_ids(ids, self.vocab_size)
-        table = self._bytes
-        return b"".join([table[i] for i in ids])
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """The text of a sequence of ids; bytes that are not valid UTF-8 become
-        U+FFFD."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    def to_tiktoken(self, name: str | None = None) -> Any:
-        """The same tokenizer as a `tiktoken.Encoding` (built offline from our
-        ranks: {token bytes: id})."""
-        import tiktoken
-
-        n = 256 + len(self.merges)
-        return tiktoken.Encoding(
-            name or f"gptlib-bpe-{self.vocab_size}",
-            pat_str=self.pattern,
-            mergeable_ranks={self._bytes[i]: i for i in range(n)},
-            special_tokens=dict(self.special_tokens),
-        )
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to a JSON file (format name, version, pattern,
-        merges, special tokens)."""
-        _write_json_atomic(
-            path,
-            {
-                "format": self.FORMAT,
-                "version": self.VERSION,
-                "vocab_size": self.vocab_size,
-                "pattern": self.pattern,
-                "merges": [list(m) for m in self.merges],
-                "special_tokens": list(self.special_tokens),
-            },
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a tokenizer written by `save`; a missing, damaged or foreign
-        file raises a clear error."""
-        data = _read_json(path, cls.FORMAT, cls.VERSION)
-        types = {
-            "vocab_size": int,
-            "pattern": str,
-            "merges": list,
-            "special_tokens": list,
-        }
-        for key, typ in types.items():
-            if not isinstance(data.get(key), typ):
-                raise ValueError(
-                    f"{path}: {key!r} is missing or not a {typ.__name__}"
-                )
-        try:
-            tok = cls(data["merges"], data["special_tokens"], data["pattern"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
-        if tok.vocab_size != data["vocab_size"]:
-            raise ValueError(
-                f"{path}: the file says vocab_size {data['vocab_size']}, its "
-                f"contents make {tok.vocab_size}"
-            )
-        return tok
 
     def __repr__(self) -> str:
         return (
@@ -748,3 +472,274 @@ class BPETokenizer:
             f"merges={len(self.merges)}, "
             f"special_tokens={list(self.special_tokens)})"
         )
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #3001c674
+@patch_to(BPETokenizer)
+@classmethod
+def train(
+    cls,
+    text: str,
+    vocab_size: int,
+    special_tokens: Iterable[str] = (ENDOFTEXT,),
+    pattern: str = GPT2_PATTERN,
+    show_progress: bool = False,
+) -> BPETokenizer:
+    """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + special
+    tokens) from `text`.
+
+    The text is cut into chunks with `pattern`, and merges never cross
+    chunks. The most frequent pair is merged first; ties go to the pair with
+    the smallest ids; a pair whose joined bytes are already a token is
+    skipped. The result has the same merges as `train_plain`. Training stops
+    early if no pair is left to merge, so the vocabulary can come out smaller
+    than asked. Special tokens are not learned from the text: occurrences of
+    their strings count as text.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise ValueError("cannot train a tokenizer on an empty text")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(
+            f"vocab_size must be an int, got {type(vocab_size).__name__}"
+        )
+    specials = _check_special_tokens(special_tokens)
+    if vocab_size < 256 + len(specials):
+        raise ValueError(
+            "vocab_size must be at least 256 (the bytes) + "
+            f"{len(specials)} (the special tokens) "
+            f"= {256 + len(specials)}, got {vocab_size}"
+        )
+    chunks = Counter(_compile_pattern(pattern).findall(text))
+    if sum(len(c) * n for c, n in chunks.items()) != len(text):
+        raise ValueError(
+            "pattern must match every character of the text (the chunks "
+            "must join up to the text)"
+        )
+    n_merges = vocab_size - 256 - len(specials)
+    merges = _train_merges(chunks, n_merges, show_progress)
+    return cls(merges, specials, pattern)
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #67b13d3e
+@patch_to(BPETokenizer)
+def encode_ordinary(self, text: str) -> list[int]:
+    """Encode `text` as ordinary text: special-token strings in it get
+    ordinary tokens."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    cache, out = self._cache, []
+    for chunk in self._splitter.findall(text):
+        ids = cache.get(chunk)
+        if ids is None:
+            try:
+                ids = _bpe_chunk(chunk.encode("utf-8"), self._ranks)
+            except UnicodeEncodeError:
+                # lone surrogates: replaced by U+FFFD, as tiktoken does
+                fixed = text.encode("utf-16", "surrogatepass")
+                return self.encode_ordinary(fixed.decode("utf-16", "replace"))
+            if len(cache) >= self._CACHE_LIMIT:
+                cache.clear()
+            cache[chunk] = ids
+        out.extend(ids)
+    return out
+
+
+@patch_to(BPETokenizer)
+def decode_bytes(self, ids: Iterable[int]) -> bytes:
+    """The bytes of a sequence of ids, joined."""
+    ids = _as_id_list(ids)
+    _check_ids(ids, self.vocab_size)
+    return b"".join([self._bytes[i] for i in ids])
+
+
+@patch_to(BPETokenizer)
+def decode(self, ids: Iterable[int]) -> str:
+    """The text of a sequence of ids; bytes that are not valid UTF-8 become
+    U+FFFD."""
+    return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #8bbb8dfa
+@patch_to(BPETokenizer)
+def _names(
+    self, tokens: Literal["all"] | Collection[str], what: str
+) -> frozenset[str]:
+    """The special tokens named by `allowed_special` or
+    `disallowed_special`, checked."""
+    if tokens == "all":
+        return frozenset(self.special_tokens)
+    if isinstance(tokens, str):
+        raise TypeError(
+            f"{what} must be 'all' or a set of special tokens, got the "
+            f"string {tokens!r}"
+        )
+    names = frozenset(tokens)
+    unknown = sorted(n for n in names if n not in self.special_tokens)
+    if unknown:
+        raise ValueError(
+            f"{what} names {unknown}, which are not special tokens of this "
+            f"tokenizer (its special tokens: {sorted(self.special_tokens)})"
+        )
+    return names
+
+
+@patch_to(BPETokenizer)
+def _special_regex(self, tokens: frozenset[str]) -> regex.Pattern:
+    """A compiled regex that finds any of `tokens` (cached)."""
+    if tokens not in self._special_re:
+        # longest first, so a special token that contains another wins
+        alternatives = sorted(tokens, key=lambda s: (-len(s), s))
+        self._special_re[tokens] = regex.compile(
+            "|".join(regex.escape(s) for s in alternatives)
+        )
+    return self._special_re[tokens]
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #1c60fd69
+@patch_to(BPETokenizer)
+def encode(
+    self,
+    text: str,
+    allowed_special: Literal["all"] | Collection[str] = frozenset(),
+    disallowed_special: Literal["all"] | Collection[str] = "all",
+) -> list[int]:
+    """Encode `text` into ids, with tiktoken's rules for special tokens.
+
+    By default no special token is allowed, and text that contains one
+    raises ValueError, so that text from a user cannot pass for a special
+    token. `allowed_special` ("all" or a set) names the special tokens to
+    encode as their ids; `disallowed_special=()` encodes the remaining ones
+    as ordinary text instead of raising.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    allowed = self._names(allowed_special, "allowed_special")
+    if disallowed_special == "all":
+        disallowed = frozenset(self.special_tokens) - allowed
+    else:
+        disallowed = self._names(disallowed_special, "disallowed_special")
+    found = disallowed and self._special_regex(disallowed).search(text)
+    if found:
+        raise ValueError(
+            f"the text contains the special token {found.group()!r} at "
+            f"position {found.start()}; pass allowed_special="
+            f"{{{found.group()!r}}} (or 'all') to encode it as a special "
+            "token, or disallowed_special=() to encode it as ordinary text"
+        )
+    if not allowed:
+        return self.encode_ordinary(text)
+    out: list[int] = []
+    start = 0
+    for match in self._special_regex(allowed).finditer(text):
+        out += self.encode_ordinary(text[start : match.start()])
+        out.append(self.special_tokens[match.group()])
+        start = match.end()
+    return out + self.encode_ordinary(text[start:])
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #d1bd30be
+@patch_to(BPETokenizer)
+def to_tiktoken(self, name: str | None = None) -> Any:
+    """The same tokenizer as a `tiktoken.Encoding` (built offline from our
+    ranks: {token bytes: id})."""
+    import tiktoken
+
+    n = 256 + len(self.merges)
+    return tiktoken.Encoding(
+        name or f"gptlib-bpe-{self.vocab_size}",
+        pat_str=self.pattern,
+        mergeable_ranks={self._bytes[i]: i for i in range(n)},
+        special_tokens=dict(self.special_tokens),
+    )
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #c3dc40d8
+def _write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Write `data` as JSON to `path` through a temporary file, so that a
+    crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=path.name, suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: str | os.PathLike, fmt: str, version: int) -> dict:
+    """Read a tokenizer file and check its format name and version, with
+    clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not a tokenizer file: not valid JSON (truncated or "
+            f"damaged?): {e}"
+        ) from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {found!r})")
+    if data.get("version") != version:
+        raise ValueError(
+            f"{path} has {fmt} format version {data.get('version')!r}; this "
+            f"gptlib reads version {version}"
+        )
+    return data
+
+# %% ../chapters/01-language-models/03-tokenization.ipynb #e8935dea
+@patch_to(CharTokenizer)
+def save(self, path: str | os.PathLike) -> None:
+    """Write the tokenizer to a JSON file."""
+    data = {"format": self.FORMAT, "version": self.VERSION}
+    _write_json_atomic(path, {**data, "chars": "".join(self.chars)})
+
+
+@patch_to(CharTokenizer)
+@classmethod
+def load(cls, path: str | os.PathLike) -> CharTokenizer:
+    """Read a tokenizer written by `save`; a missing, damaged or foreign
+    file raises a clear error."""
+    data = _read_json(path, cls.FORMAT, cls.VERSION)
+    if not isinstance(data.get("chars"), str):
+        raise ValueError(f"{path}: 'chars' must be a string")
+    try:
+        return cls(data["chars"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+@patch_to(BPETokenizer)
+def save(self, path: str | os.PathLike) -> None:
+    """Write the tokenizer to a JSON file (format name, version, pattern,
+    merges, special tokens)."""
+    data = {"format": self.FORMAT, "version": self.VERSION}
+    data |= {"vocab_size": self.vocab_size, "pattern": self.pattern}
+    data["merges"] = [list(m) for m in self.merges]
+    data["special_tokens"] = list(self.special_tokens)
+    _write_json_atomic(path, data)
+
+
+@patch_to(BPETokenizer)
+@classmethod
+def load(cls, path: str | os.PathLike) -> BPETokenizer:
+    """Read a tokenizer written by `save`; a missing, damaged or foreign
+    file raises a clear error."""
+    data = _read_json(path, cls.FORMAT, cls.VERSION)
+    types = dict(vocab_size=int, pattern=str, merges=list, special_tokens=list)
+    for key, typ in types.items():
+        if not isinstance(data.get(key), typ):
+            what = f"{key!r} is missing or not a {typ.__name__}"
+            raise ValueError(f"{path}: {what}")
+    try:
+        tok = cls(data["merges"], data["special_tokens"], data["pattern"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    if tok.vocab_size != data["vocab_size"]:
+        raise ValueError(
+            f"{path}: the file says vocab_size {data['vocab_size']}, its "
+            f"contents make {tok.vocab_size}"
+        )
+    return tok

@@ -8,14 +8,14 @@ import io
 import os
 import random
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from tqdm import std as _tqdm_std
 
 # %% auto #0
-__all__ = ['set_seed', 'progress']
+__all__ = ['set_seed', 'patch_to', 'progress']
 
 # %% ../chapters/00-start/01-setup.ipynb #2c26d040
 def set_seed(seed: int) -> None:
@@ -26,6 +26,28 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+# %% ../chapters/00-start/01-setup.ipynb #17b1c341
+def patch_to(cls: type) -> Callable[[Any], Any]:
+    """A decorator that adds the function below it to `cls` as a method.
+
+    It lets a notebook build a class a few methods at a time. A
+    `classmethod`, `staticmethod` or `property` is added as it is. The
+    decorated function is returned unchanged.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"patch_to expects a class, got {cls!r}")
+
+    def add(member: Any) -> Any:
+        if isinstance(member, property):
+            fn = member.fget
+        else:
+            fn = getattr(member, "__func__", member)
+        fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
+        setattr(cls, fn.__name__, member)
+        return member
+
+    return add
 
 # %% ../chapters/00-start/01-setup.ipynb #a740cc54
 _PROGRESS_MODES = ("auto", "final", "off")

@@ -25,7 +25,7 @@ def test_next_char_probs_sum_to_one_for_any_context(text, n, alpha, context):
     assert p.shape == (len(ALPHABET),) and (p > 0).all()
     assert abs(p.sum() - 1) < 1e-12
     for j, c in enumerate(ALPHABET):
-        assert model.prob(c, context) == pytest.approx(p[j], rel=1e-12)
+        assert model.prob(c, context) == pytest.approx(p[j], rel=1e-12, abs=1e-15)
 
 
 @settings(max_examples=60, deadline=None)

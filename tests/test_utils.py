@@ -39,3 +39,35 @@ def test_unknown_mode_is_an_error(monkeypatch):
     monkeypatch.setenv("GPTLIB_PROGRESS", "fancy")
     with pytest.raises(ValueError, match="GPTLIB_PROGRESS must be one of"):
         progress(range(3))
+
+
+def test_patch_to_adds_methods_of_every_kind():
+    from gptlib.utils import patch_to
+
+    class Box:
+        def __init__(self, x):
+            self.x = x
+
+    @patch_to(Box)
+    def double(self):
+        return 2 * self.x
+
+    @patch_to(Box)
+    @classmethod
+    def of_one(cls):
+        return cls(1)
+
+    @patch_to(Box)
+    @property
+    def half(self):
+        return self.x / 2
+
+    assert Box(3).double() == 6 and Box.of_one().x == 1 and Box(3).half == 1.5
+    assert Box.double.__qualname__.endswith("Box.double")
+
+
+def test_patch_to_needs_a_class():
+    from gptlib.utils import patch_to
+
+    with pytest.raises(TypeError, match="expects a class"):
+        patch_to(len)
