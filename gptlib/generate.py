@@ -13,7 +13,10 @@ from torch import Tensor
 
 from .model import GPT
 
+# %% auto #0
+__all__ = ['top_k_filter', 'top_p_filter', 'next_token_probs', 'window_start', 'generate', 'stream']
 
+# %% ../chapters/03-gpt/04-generation.ipynb #e078d679
 def _check_temperature(temperature: object, where: str) -> float:
     if (
         isinstance(temperature, bool)
@@ -74,9 +77,6 @@ def _check_logits(logits: object, where: str) -> None:
             "vocab_size) with at least "
             f"one token, got {got}"
         )
-
-# %% auto #0
-__all__ = ['top_k_filter', 'top_p_filter', 'next_token_probs', 'window_start', 'generate', 'stream']
 
 # %% ../chapters/03-gpt/04-generation.ipynb #5e786121
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -247,18 +247,7 @@ def _window_start(
     return start
 
 # %% ../chapters/03-gpt/04-generation.ipynb #60e1eabf
-def _check_generate(
-    where: str,
-    model: GPT,
-    idx: Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    use_cache: bool,
-    generator: torch.Generator | None,
-    keep: int | None,
-) -> tuple[float, int | None, float | None, int]:
+def _check_prompt(where: str, model: GPT, idx: Tensor) -> None:
     if not isinstance(model, GPT):
         raise ValueError(
             f"{where}: model must be a gptlib.model.GPT, got "
@@ -283,9 +272,56 @@ def _check_generate(
     if idx.numel() == 0:
         raise ValueError(
             f"{where}: idx must hold at least one token in each of at least "
-            "one sequence, got shape "
-            f"{tuple(idx.shape)}"
+            f"one sequence, got shape {tuple(idx.shape)}"
         )
+
+
+def _check_placement(
+    where: str, model: GPT, idx: Tensor, generator: torch.Generator | None
+) -> None:
+    device = model.lm_head.weight.device
+    if idx.device != device:
+        raise ValueError(
+            f"{where}: idx is on {idx.device}, the model on {device}; move "
+            "one of them"
+        )
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"{where}: generator must be a torch.Generator or None, got "
+                f"{type(generator).__name__}"
+            )
+        if generator.device.type != device.type or (
+            device.index is not None
+            and generator.device.index not in (None, device.index)
+        ):
+            raise ValueError(
+                f"{where}: the generator is on {generator.device}, the model "
+                f"on {device}; make it with "
+                f"torch.Generator(device={str(device)!r})"
+            )
+    lo, hi = (int(v) for v in torch.aminmax(idx))
+    if lo < 0 or hi >= model.config.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"{where}: token id {bad} is outside the vocabulary [0, "
+            f"vocab_size={model.config.vocab_size})"
+        )
+
+# %% ../chapters/03-gpt/04-generation.ipynb #5a4cc42b
+def _check_generate(
+    where: str,
+    model: GPT,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    use_cache: bool,
+    generator: torch.Generator | None,
+    keep: int | None,
+) -> tuple[float, int | None, float | None, int]:
+    _check_prompt(where, model, idx)
     if (
         isinstance(max_new_tokens, bool)
         or not isinstance(max_new_tokens, Integral)
@@ -311,41 +347,12 @@ def _check_generate(
     ):
         raise ValueError(
             f"{where}: keep must be an int in [1, block_size={block_size}] or "
-            "None "
-            f"(block_size // 2), got {keep!r}"
+            f"None (block_size // 2), got {keep!r}"
         )
-    device = model.lm_head.weight.device
-    if idx.device != device:
-        raise ValueError(
-            f"{where}: idx is on {idx.device}, the model on {device}; move "
-            "one of them"
-        )
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(
-                f"{where}: generator must be a torch.Generator or None, got "
-                f"{type(generator).__name__}"
-            )
-        if generator.device.type != device.type or (
-            device.index is not None
-            and generator.device.index not in (None, device.index)
-        ):
-            raise ValueError(
-                f"{where}: the generator is on {generator.device}, the model "
-                f"on {device}; make it "
-                f"with torch.Generator(device={str(device)!r})"
-            )
-    lo, hi = (int(v) for v in torch.aminmax(idx))
-    if lo < 0 or hi >= model.config.vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(
-            f"{where}: token id {bad} is outside the vocabulary [0, "
-            "vocab_size="
-            f"{model.config.vocab_size})"
-        )
+    _check_placement(where, model, idx, generator)
     return temperature, top_k, top_p, int(keep)
 
-
+# %% ../chapters/03-gpt/04-generation.ipynb #1beabd01
 def _tokens(
     model: GPT,
     seq: Tensor,
@@ -408,6 +415,24 @@ def _new_sequence(idx: Tensor, max_new_tokens: int) -> Tensor:
     return seq
 
 # %% ../chapters/03-gpt/04-generation.ipynb #2bed61c4
+@contextlib.contextmanager
+def _evaluating(model: GPT) -> Iterator[None]:
+    """Eval mode inside the block; afterwards every submodule's training flag
+    is what it was before."""
+    modes = [(m, m.training) for m in model.modules()]
+    if not any(
+        training for _, training in modes
+    ):  # already in eval mode: nothing to switch
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+# %% ../chapters/03-gpt/04-generation.ipynb #6efd2929
 def generate(
     model: GPT,
     idx: Tensor,
@@ -421,28 +446,21 @@ def generate(
     keep: int | None = None,
 ) -> Tensor:
     """Continue each sequence of ``idx`` ``(B, T)`` by ``max_new_tokens``
-    tokens; returns ``(B, T + max_new_tokens)``
-    int64 ids, the prompt first.
+    tokens; returns ``(B, T + max_new_tokens)`` int64 ids, the prompt first.
 
     Each new token is drawn from :func:`next_token_probs` of the last
-    position's logits: divided by
-    ``temperature``, then filtered by ``top_k`` and ``top_p``. ``top_k=1`` is
-    greedy decoding: the most
-    probable token (argmax, the lowest id among ties), which draws no random
-    numbers. Random draws use
-    ``generator`` (a ``torch.Generator`` on the model's device; None: PyTorch's
-    global one), so the same seed
-    gives the same tokens. ``use_cache=True`` keeps the keys and values of the
-    window in a cache, so each
-    new token costs one position instead of the whole window; both paths follow
-    the same window rule,
-    :func:`window_start`: a prompt longer than the context keeps its last
-    ``block_size`` tokens, and when
+    position's logits: divided by ``temperature``, then filtered by ``top_k``
+    and ``top_p``. ``top_k=1`` is greedy decoding: the most probable token
+    (argmax, the lowest id among ties), which draws no random numbers.
+    Random draws use ``generator`` (a ``torch.Generator`` on the model's
+    device; None: PyTorch's global one), so the same seed gives the same
+    tokens. ``use_cache=True`` keeps the keys and values of the window in a
+    cache, so each new token costs one position instead of the whole window.
+    Both paths follow the same window rule, :func:`window_start`: a prompt
+    longer than the context keeps its last ``block_size`` tokens, and when
     the window is full it restarts from its last ``keep`` tokens (default
-    ``block_size // 2``;
-    ``keep=block_size`` slides by one token). The model runs in eval mode
-    without gradients; its training
-    flag is restored afterwards.
+    ``block_size // 2``; ``keep=block_size`` slides by one token). The model
+    runs in eval mode without gradients; its training flag is restored.
     """
     temperature, top_k, top_p, keep = _check_generate(
         "generate",
@@ -472,25 +490,7 @@ def generate(
             pass
     return seq
 
-
-@contextlib.contextmanager
-def _evaluating(model: GPT) -> Iterator[None]:
-    """Eval mode inside the block; afterwards every submodule's training flag
-    is what it was before."""
-    modes = [(m, m.training) for m in model.modules()]
-    if not any(
-        training for _, training in modes
-    ):  # already in eval mode: nothing to switch
-        yield
-        return
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
+# %% ../chapters/03-gpt/04-generation.ipynb #d3b6c5ac
 def stream(
     model: GPT,
     idx: Tensor,
@@ -503,13 +503,11 @@ def stream(
     generator: torch.Generator | None = None,
     keep: int | None = None,
 ) -> Iterator[Tensor]:
-    """:func:`generate` one step at a time: an iterator that yields each step's
-    new tokens, shape ``(B,)``, as
-    soon as they are drawn. The same arguments give the same tokens as
-    :func:`generate`. The arguments are
-    checked at once. The model is in eval mode while each step runs, and as the
-    caller left it in between, so
-    streams on one model may be interleaved.
+    """:func:`generate` one step at a time: an iterator that yields each
+    step's new tokens, shape ``(B,)``, as soon as they are drawn. The same
+    arguments give the same tokens as :func:`generate`, and they are checked
+    at once. The model is in eval mode while each step runs, and as the
+    caller left it in between, so streams on one model may be interleaved.
     """
     temperature, top_k, top_p, keep = _check_generate(
         "stream",
