@@ -121,7 +121,7 @@ def _env_int(name: str, default: int, low: int) -> int:
         )
     return value
 
-
+# %% ../chapters/03-gpt/06-scaling-out.ipynb #bd9ed7bb
 def setup(
     backend: str | None = None, *, device: str | torch.device | None = None
 ) -> DistributedInfo:
@@ -256,7 +256,7 @@ _MODEL_FIELDS = (
 )
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-
+# %% ../chapters/03-gpt/06-scaling-out.ipynb #9fc1ea88
 def make_recipe(
     name: str | Recipe, *, max_chars: int | None = None, **fields: Any
 ) -> Recipe:
@@ -312,7 +312,7 @@ def make_recipe(
         max_chars=recipe.max_chars if max_chars is None else max_chars,
     )
 
-
+# %% ../chapters/03-gpt/06-scaling-out.ipynb #c6d021d7
 def run_recipe(
     recipe: Recipe,
     *,
@@ -411,7 +411,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     return p
 
-
+# %% ../chapters/03-gpt/06-scaling-out.ipynb #80eeff6c
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``[torchrun ...] python -m gptlib.distributed --out
     DIR [options]``
