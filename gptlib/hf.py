@@ -110,6 +110,17 @@ def _our_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+def _hf_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`state` with every name under ``transformer.`` (the Hub's files leave
+    the prefix out) and without the causal-mask buffers of old files."""
+    prefixed = ("transformer.", "lm_head.")
+    return {
+        (k if k.startswith(prefixed) else f"transformer.{k}"): v
+        for k, v in state.items()
+        if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias", k)
+    }
+
+# %% ../chapters/04-practice/01-hugging-face.ipynb #0d3e1a37
 def from_hf_state_dict(
     state: Mapping[str, Tensor], config: GPTConfig
 ) -> dict[str, Tensor]:
@@ -131,12 +142,7 @@ def from_hf_state_dict(
             "from_hf_state_dict: GPT-2 has biases; pass a config with "
             "bias=True"
         )
-    prefixed = ("transformer.", "lm_head.")
-    state = {
-        (k if k.startswith(prefixed) else f"transformer.{k}"): v
-        for k, v in state.items()
-        if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias", k)
-    }
+    state = _hf_names(state)
     head = state.pop("lm_head.weight", None)
     shapes = _our_shapes(config)
     missing = [k for k in shapes if k not in state]
@@ -511,7 +517,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
             f"model) nor has it a cached copy ({type(e).__name__})"
         ) from None
 
-
+# %% ../chapters/04-practice/01-hugging-face.ipynb #1bb5f46f
 def _read_json_file(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -532,45 +538,34 @@ def _read_config(folder: Path) -> GPTConfig:
     if not path.is_file():
         raise FileNotFoundError(
             f"from_hf: the folder {folder.name!r} has no config.json, so it "
-            "is not a "
-            "Transformers model folder"
+            "is not a Transformers model folder"
         )
-    cfg = _read_json_file(path)
-    kind = cfg.get("model_type")
+    raw = _read_json_file(path)
+    kind = raw.get("model_type")
     if kind != "gpt2":
         raise ValueError(
             f"from_hf: config.json describes a {kind!r} model (architectures "
-            f"{cfg.get('architectures')}); from_hf reads GPT-2-style models "
-            "only (model_type 'gpt2', "
-            "GPT2LMHeadModel), whose layers are gptlib's GPT's one for one"
+            f"{raw.get('architectures')}); from_hf reads GPT-2-style models "
+            "only (model_type 'gpt2', GPT2LMHeadModel), whose layers are "
+            "gptlib's GPT's one for one"
         )
-    n_embd = cfg.get("n_embd", 768)
-    problems = []
-    if cfg.get("activation_function", "gelu_new") not in (
-        "gelu_new",
-        "gelu_pytorch_tanh",
-    ):
-        problems.append(
-            f"activation_function {cfg['activation_function']!r} (ours is "
-            "GELU's tanh form, 'gelu_new' "
-            "or 'gelu_pytorch_tanh')"
-        )
-    if cfg.get("layer_norm_epsilon", 1e-5) != 1e-5:
-        problems.append(
-            f"layer_norm_epsilon {cfg['layer_norm_epsilon']!r} (ours is 1e-05)"
-        )
-    if cfg.get("n_inner") not in (None, 4 * n_embd):
-        problems.append(
-            f"n_inner {cfg['n_inner']!r} (ours is 4 * n_embd = {4 * n_embd})"
-        )
-    for key, ours in (
-        ("scale_attn_weights", True),
-        ("scale_attn_by_inverse_layer_idx", False),
-        ("add_cross_attention", False),
-        ("tie_word_embeddings", True),
-    ):
-        if cfg.get(key, ours) != ours:
-            problems.append(f"{key} {cfg[key]!r} (ours is {ours})")
+    from transformers import GPT2Config  # GPT-2's defaults for missing keys
+
+    cfg = GPT2Config.from_dict(raw)
+    ours = {
+        "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+        "layer_norm_epsilon": (1e-5,),
+        "n_inner": (None, 4 * cfg.n_embd),
+        "scale_attn_weights": (True,),
+        "scale_attn_by_inverse_layer_idx": (False,),
+        "add_cross_attention": (False,),
+        "tie_word_embeddings": (True,),
+    }
+    problems = [
+        f"{key} {getattr(cfg, key)!r} (ours: {' or '.join(map(repr, ok))})"
+        for key, ok in ours.items()
+        if getattr(cfg, key) not in ok
+    ]
     if problems:
         raise ValueError(
             "from_hf: config.json describes a GPT-2 variant that gptlib's GPT "
@@ -578,12 +573,12 @@ def _read_config(folder: Path) -> GPTConfig:
         )
     try:
         return GPTConfig(
-            vocab_size=cfg.get("vocab_size", 50257),
-            block_size=cfg.get("n_positions", 1024),
-            n_layer=cfg.get("n_layer", 12),
-            n_head=cfg.get("n_head", 12),
-            n_embd=n_embd,
-            dropout=cfg.get("resid_pdrop", 0.1),
+            vocab_size=cfg.vocab_size,
+            block_size=cfg.n_positions,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_embd=cfg.n_embd,
+            dropout=cfg.resid_pdrop,
             bias=True,
         )
     except ValueError as e:
