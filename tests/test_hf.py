@@ -610,3 +610,32 @@ def test_the_keras_port_of_the_attention_layer_computes_ours(monkeypatch):
     assert (got - want).abs().max() <= 64 * torch.finfo(torch.float32).eps * want.abs().max()
     with pytest.raises(ValueError, match="not divisible"):
         namespace["CausalSelfAttention"](30, 4)
+
+
+def test_hub_reachable_asks_the_endpoint_huggingface_hub_uses(monkeypatch):
+    """A mirror (HF_ENDPOINT) counts: here a local web server stands in for it, then a closed port."""
+    import http.server
+    import socket
+    import threading
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at its import
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *args: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub_reachable(timeout=5.0) is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{closed}")
+    assert hub_reachable(timeout=2.0) is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_reachable() is False
