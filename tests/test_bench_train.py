@@ -86,9 +86,12 @@ def test_interleaving_leaves_train_unchanged(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside torch.compile
-def test_interleaving_with_a_compiled_forward(monkeypatch):
+def test_interleaving_with_a_compiled_forward(monkeypatch, tmp_path):
     # --compile: the hook that runs the plain steps stays outside the compiled forward pass, and the compiled
     # model trains to the weights of the uncompiled one (up to float rounding: fused kernels round differently)
+    # Inductor's own cache folder: its on-disk cache does not tell kernels built under one ATEN_CPU_CAPABILITY
+    # from another, and reusing them gave C++ compile errors (default), NaN losses (avx2) and a malloc crash.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     alone, steps_seen, plain, ours, model = interleave_next_to_train_alone(monkeypatch, compile=True)
     assert steps_seen == list(range(7)) and len(plain) == len(ours) == 5
     assert type(model.forward).__name__ != "method"  # compiled, not GPT.forward itself
