@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .attention import CausalSelfAttention, KVCache
 from .scale import GPT_CONFIGS
+from .utils import patch_to
 
 # %% auto #0
 __all__ = ['LayerNorm', 'gelu', 'MLP', 'GPTConfig', 'Block', 'GPT']
@@ -148,20 +149,7 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #07350c85
-def _add_to(cls: type) -> Callable[[Any], Any]:
-    """Decorator: make the function a method of ``cls``, so that a class can
-    be written in several cells."""
-
-    def add(fn: Any) -> Any:
-        function = getattr(fn, "__func__", fn)  # inside a classmethod
-        function.__qualname__ = f"{cls.__name__}.{function.__name__}"
-        setattr(cls, function.__name__, fn)
-        return fn
-
-    return add
-
-
-@_add_to(GPTConfig)
+@patch_to(GPTConfig)
 @classmethod
 def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
     """The configuration from a dict such as :meth:`to_dict` writes. Unknown
@@ -190,7 +178,7 @@ def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
     return cls(**d)
 
 
-@_add_to(GPTConfig)
+@patch_to(GPTConfig)
 @classmethod
 def from_name(cls, name: str, **overrides: Any) -> GPTConfig:
     """The shape of a released GPT-2 ("gpt2", "gpt2-medium", "gpt2-large" or
@@ -274,7 +262,7 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #f8f42686
-@_add_to(GPT)
+@patch_to(GPT)
 def features(
     self: GPT,
     idx: Tensor,
@@ -303,7 +291,7 @@ def features(
 GPT.hidden_states = GPT.features  # the name the fine-tuning notebook uses
 
 
-@_add_to(GPT)
+@patch_to(GPT)
 def forward(
     self: GPT,
     idx: Tensor,
@@ -328,7 +316,7 @@ def forward(
     return logits, loss
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #85a008c8
-@_add_to(GPT)
+@patch_to(GPT)
 def new_cache(
     self: GPT, batch_size: int, max_len: int | None = None
 ) -> list[KVCache]:
