@@ -16,7 +16,7 @@ from .data import KINDS, VALIDATION_PLAYS, play_text, plays
 from .model import GPT
 from .tokenizer import BPETokenizer, CharTokenizer
 from .train import TrainConfig, configure_optimizer, learning_rate
-from .utils import progress
+from .utils import patch_to, progress
 
 # %% auto #0
 __all__ = ['FOLIO', 'class_names', 'split_plays', 'Passage', 'chunks', 'passages', 'Examples', 'encode_passages', 'GPTClassifier',
@@ -291,32 +291,68 @@ def encode_passages(
 _POOLING = ("mean", "last")
 
 
+def _check_options(
+    gpt: GPT, n_classes: int, pooling: str, lm_weight: float, freeze: bool
+) -> None:
+    if not isinstance(gpt, GPT):
+        raise ValueError(
+            "GPTClassifier: gpt must be a gptlib.model.GPT, got "
+            f"{type(gpt).__name__}"
+        )
+    if (
+        isinstance(n_classes, bool)
+        or not isinstance(n_classes, int)
+        or n_classes < 2
+    ):
+        raise ValueError(
+            f"GPTClassifier: n_classes must be an int >= 2, got {n_classes!r}"
+        )
+    if pooling not in _POOLING:
+        raise ValueError(
+            f"GPTClassifier: pooling must be one of {_POOLING}, got "
+            f"{pooling!r}"
+        )
+    if (
+        isinstance(lm_weight, bool)
+        or not isinstance(lm_weight, (int, float))
+        or not 0 <= lm_weight < float("inf")
+    ):
+        raise ValueError(
+            "GPTClassifier: lm_weight must be a finite number >= 0, got "
+            f"{lm_weight!r}"
+        )
+    if not isinstance(freeze, bool):
+        raise ValueError(
+            f"GPTClassifier: freeze must be True or False, got {freeze!r}"
+        )
+    if freeze and lm_weight:
+        raise ValueError(
+            "GPTClassifier: with freeze=True the GPT cannot learn, so "
+            "lm_weight must be 0"
+        )
+
+# %% ../chapters/03-gpt/05-fine-tuning.ipynb #ce8a236c
 class GPTClassifier(nn.Module):
     """A GPT with a linear classification head on its final hidden states.
 
     The features of a passage are the GPT's
-    :meth:`~gptlib.model.GPT.hidden_states` pooled over its real
-    tokens: their mean (``pooling="mean"``) or the state at the last one
-    (``"last"``, as in GPT-1). A passage
-    longer than the GPT's context is cut into windows of ``block_size`` tokens,
-    read independently; with
-    ``"last"``, only the window holding the last real token is read, since no
-    other one affects it. ``head``
-    maps them to ``n_classes`` logits. ``lm_weight`` adds that multiple of the
-    language-model loss on the same
-    passages to the classification loss.
+    :meth:`~gptlib.model.GPT.hidden_states` pooled over its real tokens:
+    their mean (``pooling="mean"``) or the state at the last one (``"last"``,
+    as in GPT-1). A passage longer than the GPT's context is cut into windows
+    of ``block_size`` tokens, read independently; with ``"last"``, only the
+    window holding the last real token is read, since no other one affects
+    it. ``head`` maps them to ``n_classes`` logits. ``lm_weight`` adds that
+    multiple of the language-model loss on the same passages to the
+    classification loss.
 
     The classifier starts from a copy of ``gpt`` (``copy.deepcopy``, on its
-    device and in its dtype, without
-    its gradients), kept as ``self.gpt``; the head is made on the same device
-    and in the same dtype. Building,
+    device and in its dtype, without its gradients), kept as ``self.gpt``;
+    the head is made on the same device and in the same dtype. Building,
     freezing or training a classifier therefore never changes ``gpt`` or any
-    other classifier built from it, at
-    the cost of one copy of the GPT's weights per classifier. ``freeze=True``
-    turns off ``requires_grad`` on
+    other classifier built from it, at the cost of one copy of the GPT's
+    weights per classifier. ``freeze=True`` turns off ``requires_grad`` on
     the copy, so that only the head learns: a linear probe; ``freeze=False``
-    turns it on for every weight of the
-    copy, so that the whole model learns.
+    turns it on for every weight of the copy, so that the whole model learns.
     """
 
     def __init__(
@@ -329,43 +365,7 @@ class GPTClassifier(nn.Module):
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(gpt, GPT):
-            raise ValueError(
-                "GPTClassifier: gpt must be a gptlib.model.GPT, got "
-                f"{type(gpt).__name__}"
-            )
-        if (
-            isinstance(n_classes, bool)
-            or not isinstance(n_classes, int)
-            or n_classes < 2
-        ):
-            raise ValueError(
-                "GPTClassifier: n_classes must be an int >= 2, got "
-                f"{n_classes!r}"
-            )
-        if pooling not in _POOLING:
-            raise ValueError(
-                f"GPTClassifier: pooling must be one of {_POOLING}, got "
-                f"{pooling!r}"
-            )
-        if (
-            isinstance(lm_weight, bool)
-            or not isinstance(lm_weight, (int, float))
-            or not 0 <= lm_weight < float("inf")
-        ):
-            raise ValueError(
-                "GPTClassifier: lm_weight must be a finite number >= 0, got "
-                f"{lm_weight!r}"
-            )
-        if not isinstance(freeze, bool):
-            raise ValueError(
-                f"GPTClassifier: freeze must be True or False, got {freeze!r}"
-            )
-        if freeze and lm_weight:
-            raise ValueError(
-                "GPTClassifier: with freeze=True the GPT cannot learn, so "
-                "lm_weight must be 0"
-            )
+        _check_options(gpt, n_classes, pooling, lm_weight, freeze)
         self.gpt = copy.deepcopy(
             gpt
         )  # our own copy: freezing or training it leaves `gpt` alone
@@ -393,132 +393,142 @@ class GPTClassifier(nn.Module):
             f"freeze={self.freeze}"
         )
 
-    def _check(
-        self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None
-    ) -> Tensor:
-        if not isinstance(idx, Tensor) or idx.dim() != 2:
-            got = (
-                tuple(idx.shape)
-                if isinstance(idx, Tensor)
-                else type(idx).__name__
-            )
-            raise ValueError(
-                "GPTClassifier: idx must be a 2-D tensor (batch, time) of "
-                f"token ids, got {got}"
-            )
-        B, T = idx.shape
-        block_size = self.gpt.config.block_size
-        if T > block_size and T % block_size:
-            raise ValueError(
-                "GPTClassifier: a passage longer than the context "
-                f"block_size={block_size} is cut into "
-                "windows of block_size tokens, so its length must be a "
-                f"multiple of it; got {T}"
-            )
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.long, device=idx.device)
-        elif (
-            not isinstance(lengths, Tensor)
-            or lengths.shape != (B,)
-            or lengths.dtype.is_floating_point
-            or (B and (lengths.min() < 1 or lengths.max() > T))
-        ):
-            raise ValueError(
-                f"GPTClassifier: lengths must be {B} integers in [1, {T}] "
-                "(the real tokens of each row)"
-            )
-        if labels is not None and (
-            not isinstance(labels, Tensor)
-            or labels.shape != (B,)
-            or labels.dtype.is_floating_point
-            or labels.dtype == torch.bool
-            or (B and (labels.min() < 0 or labels.max() >= self.n_classes))
-        ):
-            raise ValueError(
-                f"GPTClassifier: labels must be {B} class indices in [0, "
-                f"{self.n_classes})"
-            )
-        return lengths.long()
-
-    def features(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The pooled features ``(B, n_embd)`` of the passages ``idx`` ``(B,
-        T)`` with ``lengths`` real tokens."""
-        lengths = self._check(idx, None, lengths)
-        return self._features(idx, lengths)
-
-    def _features(self, idx: Tensor, lengths: Tensor) -> Tensor:
-        B, T = idx.shape
-        block_size = self.gpt.config.block_size
-        if self.pooling == "last" and T > block_size:
-            # the windows are read independently, so only the one holding the
-            # last real token matters
-            rows, last = torch.arange(B, device=idx.device), lengths - 1
-            window = idx.reshape(B, T // block_size, block_size)[
-                rows, last // block_size
-            ]
-            return self.gpt.hidden_states(window)[rows, last % block_size]
-        return self._pool(self._hidden(idx), lengths)
-
-    def _hidden(self, idx: Tensor) -> Tensor:
-        B, T = idx.shape
-        block_size = self.gpt.config.block_size
-        if T <= block_size:
-            return self.gpt.hidden_states(idx)
-        # a longer passage is cut into windows the GPT reads one by one, each
-        # from position 0
-        return self.gpt.hidden_states(
-            idx.reshape(B * T // block_size, block_size)
-        ).reshape(B, T, -1)
-
-    def _pool(self, h: Tensor, lengths: Tensor) -> Tensor:
-        B, T, _ = h.shape
-        if self.pooling == "last":
-            return h[torch.arange(B, device=h.device), lengths - 1]
-        mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(
-            h.dtype
-        )  # 1 on real tokens, 0 on padding
-        return (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
-
-    def forward(
-        self,
-        idx: Tensor,
-        labels: Tensor | None = None,
-        lengths: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)``
-        (right-padded; ``lengths``
-        real tokens each, default all ``T``), and with ``labels`` the loss: the
-        mean cross-entropy of the
-        labels plus ``lm_weight`` times the language-model loss of the
-        passages' real tokens."""
-        lengths = self._check(idx, labels, lengths)
-        if labels is None or not self.lm_weight:
-            logits = self.head(self._features(idx, lengths))
-            return logits, None if labels is None else F.cross_entropy(
-                logits, labels.long()
-            )
-        h = self._hidden(
-            idx
-        )  # the language-model loss needs the hidden states of every window
-        logits = self.head(self._pool(h, lengths))
-        loss = F.cross_entropy(logits, labels.long())
-        # position t predicts token t + 1, unless that is padding or starts the
-        # next window
-        nxt = torch.arange(1, idx.shape[1], device=idx.device)
-        unseen = (nxt >= lengths[:, None]) | (
-            nxt % self.gpt.config.block_size == 0
+# %% ../chapters/03-gpt/05-fine-tuning.ipynb #ae5fa98e
+@patch_to(GPTClassifier)
+def _check(
+    self, idx: Tensor, labels: Tensor | None, lengths: Tensor | None
+) -> Tensor:
+    if not isinstance(idx, Tensor) or idx.dim() != 2:
+        got = (
+            tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__
         )
-        targets = idx[:, 1:].masked_fill(unseen, -1)
-        if targets.ge(
-            0
-        ).any():  # a batch of one-token passages has nothing to predict
-            lm_logits = self.gpt.lm_head(h[:, :-1])
-            loss = loss + self.lm_weight * F.cross_entropy(
-                lm_logits.reshape(-1, lm_logits.shape[-1]),
-                targets.reshape(-1),
-                ignore_index=-1,
-            )
-        return logits, loss
+        raise ValueError(
+            "GPTClassifier: idx must be a 2-D tensor (batch, time) of "
+            f"token ids, got {got}"
+        )
+    B, T = idx.shape
+    block_size = self.gpt.config.block_size
+    if T > block_size and T % block_size:
+        raise ValueError(
+            "GPTClassifier: a passage longer than the context "
+            f"block_size={block_size} is cut into "
+            "windows of block_size tokens, so its length must be a "
+            f"multiple of it; got {T}"
+        )
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.long, device=idx.device)
+    elif (
+        not isinstance(lengths, Tensor)
+        or lengths.shape != (B,)
+        or lengths.dtype.is_floating_point
+        or (B and (lengths.min() < 1 or lengths.max() > T))
+    ):
+        raise ValueError(
+            f"GPTClassifier: lengths must be {B} integers in [1, {T}] "
+            "(the real tokens of each row)"
+        )
+    if labels is not None and (
+        not isinstance(labels, Tensor)
+        or labels.shape != (B,)
+        or labels.dtype.is_floating_point
+        or labels.dtype == torch.bool
+        or (B and (labels.min() < 0 or labels.max() >= self.n_classes))
+    ):
+        raise ValueError(
+            f"GPTClassifier: labels must be {B} class indices in [0, "
+            f"{self.n_classes})"
+        )
+    return lengths.long()
+
+# %% ../chapters/03-gpt/05-fine-tuning.ipynb #1f3f77a8
+@patch_to(GPTClassifier)
+def features(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """The pooled features ``(B, n_embd)`` of the passages ``idx`` ``(B,
+    T)`` with ``lengths`` real tokens."""
+    lengths = self._check(idx, None, lengths)
+    return self._features(idx, lengths)
+
+
+@patch_to(GPTClassifier)
+def _features(self, idx: Tensor, lengths: Tensor) -> Tensor:
+    B, T = idx.shape
+    block_size = self.gpt.config.block_size
+    if self.pooling == "last" and T > block_size:
+        # the windows are read independently, so only the one holding the
+        # last real token matters
+        rows, last = torch.arange(B, device=idx.device), lengths - 1
+        window = idx.reshape(B, T // block_size, block_size)[
+            rows, last // block_size
+        ]
+        return self.gpt.hidden_states(window)[rows, last % block_size]
+    return self._pool(self._hidden(idx), lengths)
+
+
+@patch_to(GPTClassifier)
+def _hidden(self, idx: Tensor) -> Tensor:
+    B, T = idx.shape
+    block_size = self.gpt.config.block_size
+    if T <= block_size:
+        return self.gpt.hidden_states(idx)
+    # a longer passage is cut into windows the GPT reads one by one, each
+    # from position 0
+    return self.gpt.hidden_states(
+        idx.reshape(B * T // block_size, block_size)
+    ).reshape(B, T, -1)
+
+
+@patch_to(GPTClassifier)
+def _pool(self, h: Tensor, lengths: Tensor) -> Tensor:
+    B, T, _ = h.shape
+    if self.pooling == "last":
+        return h[torch.arange(B, device=h.device), lengths - 1]
+    mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(
+        h.dtype
+    )  # 1 on real tokens, 0 on padding
+    return (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
+
+# %% ../chapters/03-gpt/05-fine-tuning.ipynb #a420dd37
+@patch_to(GPTClassifier)
+def forward(
+    self,
+    idx: Tensor,
+    labels: Tensor | None = None,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)``
+    (right-padded; ``lengths``
+    real tokens each, default all ``T``), and with ``labels`` the loss: the
+    mean cross-entropy of the
+    labels plus ``lm_weight`` times the language-model loss of the
+    passages' real tokens."""
+    lengths = self._check(idx, labels, lengths)
+    if labels is None or not self.lm_weight:
+        logits = self.head(self._features(idx, lengths))
+        return logits, None if labels is None else F.cross_entropy(
+            logits, labels.long()
+        )
+    h = self._hidden(
+        idx
+    )  # the language-model loss needs the hidden states of every window
+    logits = self.head(self._pool(h, lengths))
+    loss = F.cross_entropy(logits, labels.long())
+    # position t predicts token t + 1, unless that is padding or starts the
+    # next window
+    nxt = torch.arange(1, idx.shape[1], device=idx.device)
+    unseen = (nxt >= lengths[:, None]) | (
+        nxt % self.gpt.config.block_size == 0
+    )
+    targets = idx[:, 1:].masked_fill(unseen, -1)
+    if targets.ge(
+        0
+    ).any():  # a batch of one-token passages has nothing to predict
+        lm_logits = self.gpt.lm_head(h[:, :-1])
+        loss = loss + self.lm_weight * F.cross_entropy(
+            lm_logits.reshape(-1, lm_logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=-1,
+        )
+    return logits, loss
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #b2c79f7b
 def _device(classifier: GPTClassifier) -> torch.device:
