@@ -19,7 +19,7 @@ from .tokenizer import BPETokenizer, CharTokenizer
 from .train import RECIPES, History, Recipe, TrainConfig, train_recipe
 
 # %% auto #0
-__all__ = ['DEVICE_TYPES', 'GPU_RECIPES', 'pick_device', 'DistributedInfo', 'setup', 'cleanup', 'make_recipe', 'run_recipe',
+__all__ = ['DEVICE_TYPES', 'GPU_RECIPES', 'pick_device', 'DistributedInfo', 'cleanup', 'setup', 'make_recipe', 'run_recipe',
            'main', 'bf16_supported']
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #51c37038
@@ -121,27 +121,56 @@ def _env_int(name: str, default: int, low: int) -> int:
         )
     return value
 
+# %% ../chapters/03-gpt/06-scaling-out.ipynb #eafe0ec3
+def _process_device(
+    device: str | torch.device | None, world: int, local_rank: int
+) -> torch.device:
+    """The device of this process: ``device`` (or :func:`pick_device`'s
+    choice), the CPU instead of MPS for several processes, and
+    ``cuda:LOCAL_RANK`` on CUDA."""
+    dev = pick_device(device)
+    if (
+        dev.type == "mps" and world > 1
+    ):  # gloo, the only backend there, cannot all-reduce MPS tensors
+        if device is not None:
+            raise ValueError(
+                f"setup: {world} processes cannot train on {dev}: the gloo "
+                "backend does not "
+                "all-reduce MPS tensors; use device='cpu' for several "
+                "processes on a Mac"
+            )
+        dev = torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = pick_device(f"cuda:{local_rank}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def cleanup() -> None:
+    """Leave the process group, if this process is in one (a no-op
+    otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #bd9ed7bb
 def setup(
     backend: str | None = None, *, device: str | torch.device | None = None
 ) -> DistributedInfo:
-    """Join the processes that ``torchrun`` started and return this process's
-    :class:`DistributedInfo`.
+    """Join the processes that ``torchrun`` started and return this
+    process's :class:`DistributedInfo`.
 
     Reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
-    ``MASTER_ADDR``, ``MASTER_PORT``)
-    and calls ``torch.distributed.init_process_group``. ``backend`` defaults to
-    ``"nccl"`` on CUDA and
-    ``"gloo"`` otherwise. On CUDA each process takes the GPU
-    ``cuda:LOCAL_RANK``; elsewhere ``device``
-    (default :func:`pick_device`, but the CPU instead of MPS for several
-    processes, which gloo cannot
-    connect). Without torchrun (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) there
-    is one
-    process, world size 1, and no process group. A bad argument raises
-    ValueError; a missing or
-    inconsistent environment, or an existing process group, raises RuntimeError
-    saying what is wrong.
+    ``MASTER_ADDR``, ``MASTER_PORT``) and calls
+    ``torch.distributed.init_process_group``. ``backend`` defaults to
+    ``"nccl"`` on CUDA and ``"gloo"`` otherwise. On CUDA each process takes
+    the GPU ``cuda:LOCAL_RANK``; elsewhere ``device`` (default
+    :func:`pick_device`, but the CPU instead of MPS for several processes,
+    which gloo cannot connect). Without torchrun (no ``WORLD_SIZE``, or
+    ``WORLD_SIZE=1``) there is one process, world size 1, and no process
+    group. A bad argument raises ValueError; a missing or inconsistent
+    environment, or an existing process group, raises RuntimeError saying
+    what is wrong.
     """
     if backend not in (None, "gloo", "nccl"):
         raise ValueError(
@@ -160,22 +189,7 @@ def setup(
         raise RuntimeError(
             f"setup: RANK={rank} must be smaller than WORLD_SIZE={world}"
         )
-    dev = pick_device(device)
-    if (
-        dev.type == "mps" and world > 1
-    ):  # gloo, the only backend there, cannot all-reduce MPS tensors
-        if device is not None:
-            raise ValueError(
-                f"setup: {world} processes cannot train on {dev}: the gloo "
-                "backend does not "
-                "all-reduce MPS tensors; use device='cpu' for several "
-                "processes on a Mac"
-            )
-        dev = torch.device("cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = pick_device(f"cuda:{local_rank}")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+    dev = _process_device(device, world, local_rank)
     if world == 1:
         return DistributedInfo(rank, local_rank, 1, dev, None)
     if not dist.is_available():
@@ -208,13 +222,6 @@ def setup(
         device_id=dev if backend == "nccl" else None,
     )
     return DistributedInfo(rank, local_rank, world, dev, backend)
-
-
-def cleanup() -> None:
-    """Leave the process group, if this process is in one (a no-op
-    otherwise)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #d542e144
 GPU_RECIPES: dict[str, Recipe] = {
