@@ -124,38 +124,19 @@ def test_gptlib_matches_the_notebooks():
     assert export_gptlib.main(["--check"]) == 0, "gptlib/ differs from the notebooks: run `python tools/export_gptlib.py`"
 
 
-def test_gptlib_imports_without_jupyter():
+def _import_gptlib_blocking(blocked: tuple[str, ...], why: str) -> subprocess.CompletedProcess:
+    """Import every gptlib module in a fresh interpreter in which the modules `blocked` cannot be
+    imported (also those already loaded at start-up, except posix, which os is built on)."""
     mods = sorted(_module_position())
     script = textwrap.dedent(f"""
         import importlib.abc, sys
-        BLOCKED = ("IPython", "ipykernel", "jupyter_client", "jupyter_core", "nbdev", "nbformat", "ipywidgets", "matplotlib")
+        BLOCKED = {blocked!r}
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in BLOCKED:
-                    raise ImportError(f"gptlib must not need {{name}}")
-        sys.meta_path.insert(0, Block())
-        import gptlib
-        for m in {mods!r}:
-            __import__("gptlib." + m)
-        print("ok", len({mods!r}))
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok")
-
-
-def test_gptlib_imports_without_posix_only_modules():
-    """Readers use Windows too: no gptlib module may need a POSIX-only module when it is imported."""
-    mods = sorted(_module_position())
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        POSIX_ONLY = ("fcntl", "termios", "pwd", "grp", "resource", "pty", "tty", "posix")
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in POSIX_ONLY:
-                    raise ImportError(f"{{name}} does not exist on Windows")
-        for name in POSIX_ONLY:
-            if name != "posix":  # os itself is built on it; a finder cannot hide a loaded module
+                    raise ImportError(f"{{name}}: {why}")
+        for name in BLOCKED:
+            if name != "posix":
                 sys.modules.pop(name, None)
         sys.meta_path.insert(0, Block())
         import gptlib
@@ -163,7 +144,20 @@ def test_gptlib_imports_without_posix_only_modules():
             __import__("gptlib." + m)
         print("ok", len({mods!r}))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+
+
+def test_gptlib_imports_without_jupyter():
+    jupyter = ("IPython", "ipykernel", "jupyter_client", "jupyter_core", "nbdev", "nbformat", "ipywidgets", "matplotlib")
+    out = _import_gptlib_blocking(jupyter, "gptlib must not need it")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+def test_gptlib_imports_without_posix_only_modules():
+    """Readers use Windows too: no gptlib module may need a POSIX-only module when it is imported."""
+    posix_only = ("fcntl", "termios", "pwd", "grp", "resource", "pty", "tty", "posix")
+    out = _import_gptlib_blocking(posix_only, "does not exist on Windows")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
 
