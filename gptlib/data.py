@@ -39,12 +39,10 @@ def plays_dir() -> Path:
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #c620a4ce
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+?)\*\*\s*$")
 _INLINE_DIRECTION = re.compile(  # a stage direction inside a line
-    r"""
-    \s* _*      # spaces, then the underscores that open the italics
-    \\? \[      # an opening bracket, escaped or not
-    [^\]]* \]   # the direction itself, up to the closing bracket
-    _+ \s*      # the underscores that close the italics, then spaces
-    """,
+    r""" \s* _*      # spaces, then the underscores that open the italics \\?
+    \[      # an opening bracket, escaped or not [^\]]* \]   # the direction
+    itself, up to the closing bracket _+ \s*      # the underscores that close
+    the italics, then spaces """,
     re.VERBOSE,
 )
 _ESCAPE = re.compile(r"\\(.)")
@@ -76,9 +74,8 @@ def render_play(markdown: str) -> str:
 
     for raw in markdown.splitlines():
         line = raw.rstrip()
-        if (
-            closing is not None
-        ):  # inside a stage direction that started on an earlier line
+        # inside a stage direction that started on an earlier line
+        if closing is not None:
             if line.endswith(closing):
                 closing = None
             continue
@@ -89,9 +86,8 @@ def render_play(markdown: str) -> str:
             flush()
             speaker, lines = match["name"].strip().upper(), []
             continue
-        if line[0] in "_*" and not _INLINE_DIRECTION.match(
-            line
-        ):  # a stage direction on lines of its own
+        # a stage direction on lines of its own
+        if line[0] in "_*" and not _INLINE_DIRECTION.match(line):
             if len(line) == 1 or not line.endswith(line[0]):
                 closing = line[0]
             continue

@@ -129,9 +129,8 @@ def _process_device(
     choice), the CPU instead of MPS for several processes, and
     ``cuda:LOCAL_RANK`` on CUDA."""
     dev = pick_device(device)
-    if (
-        dev.type == "mps" and world > 1
-    ):  # gloo, the only backend there, cannot all-reduce MPS tensors
+    # gloo, the only backend there, cannot all-reduce MPS tensors
+    if dev.type == "mps" and world > 1:
         if device is not None:
             raise ValueError(
                 f"setup: {world} processes cannot train on {dev}: the gloo "
@@ -306,9 +305,8 @@ def make_recipe(
         **recipe.model,
         **{k: v for k, v in fields.items() if k in _MODEL_FIELDS},
     }
-    GPTConfig(
-        vocab_size=1, **model
-    )  # check the shape now, not in every process later
+    # check the shape now, not in every process later
+    GPTConfig(vocab_size=1, **model)
     train_config = dataclasses.replace(
         recipe.train, **{k: v for k, v in fields.items() if k in _TRAIN_FIELDS}
     )
@@ -421,8 +419,7 @@ def _parser() -> argparse.ArgumentParser:
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #80eeff6c
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``[torchrun ...] python -m gptlib.distributed --out
-    DIR [options]``
-    (``--help`` lists them). Returns the exit status."""
+    DIR [options]`` (``--help`` lists them). Returns the exit status."""
     args = _parser().parse_args(argv)
     with setup(args.backend, device=args.device) as info:
         fields = {
@@ -474,16 +471,15 @@ def _summary(
     )
 
 
-if (
-    __name__ == "__main__" and "ipykernel" not in sys.modules
-):  # `python -m gptlib.distributed`, not this notebook
+# `python -m gptlib.distributed`, not this notebook
+if __name__ == "__main__" and "ipykernel" not in sys.modules:
     sys.exit(main())
 
 # %% ../chapters/03-gpt/06-scaling-out.ipynb #f1f76c02
 def bf16_supported(device: str | torch.device) -> bool:
     """Whether ``device`` has hardware for bfloat16 arithmetic, so that
-    ``torch.autocast`` to bfloat16
-    (``TrainConfig(dtype="bfloat16")``) is worth using there.
+    ``torch.autocast`` to bfloat16 (``TrainConfig(dtype="bfloat16")``) is worth
+    using there.
 
     CUDA: GPUs of compute capability 8.0 and later (A100, H100, RTX 30xx and
     newer), as
@@ -516,10 +512,11 @@ def bf16_supported(device: str | torch.device) -> bool:
             and torch.backends.mps.is_macos_or_newer(14, 0)
         )
     if device.type == "cpu":
+        # x86 only; absent elsewhere
         checks = (
             "_is_avx512_bf16_supported",
             "_is_amx_tile_supported",
-        )  # x86 only; absent elsewhere
+        )
         return any(
             getattr(torch.cpu, name, lambda: False)() for name in checks
         )

@@ -120,9 +120,8 @@ def chunks(text: str, chars: int) -> list[str]:
         if start + chars > len(text):
             return out
         out.append(text[start : start + chars])
-        end = text.find(
-            "\n", start + chars - 1
-        )  # the next line starts after the newline at or after the end
+        # the next line starts after the newline at or after the end
+        end = text.find("\n", start + chars - 1)
         if end < 0:
             return out
         start = end + 1
@@ -197,10 +196,9 @@ def passages(
 @dataclass(frozen=True)
 class Examples:
     """Token ids of passages, ready for a :class:`GPTClassifier`: ``ids`` ``(N,
-    T)`` right-padded with
-    id 0, the number of real tokens of each row ``lengths`` ``(N,)`` and the
-    class ``labels`` ``(N,)``.
-    Index it with a tensor or slice to get a subset."""
+    T)`` right-padded with id 0, the number of real tokens of each row
+    ``lengths`` ``(N,)`` and the class ``labels`` ``(N,)``. Index it with a
+    tensor or slice to get a subset."""
 
     ids: Tensor
     lengths: Tensor
@@ -366,9 +364,8 @@ class GPTClassifier(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(gpt, n_classes, pooling, lm_weight, freeze)
-        self.gpt = copy.deepcopy(
-            gpt
-        )  # our own copy: freezing or training it leaves `gpt` alone
+        # our own copy: freezing or training it leaves `gpt` alone
+        self.gpt = copy.deepcopy(gpt)
         self.gpt.zero_grad(set_to_none=True)
         self.gpt.requires_grad_(not freeze)
         self.n_classes, self.pooling, self.lm_weight, self.freeze = (
@@ -482,9 +479,8 @@ def _pool(self, h: Tensor, lengths: Tensor) -> Tensor:
     B, T, _ = h.shape
     if self.pooling == "last":
         return h[torch.arange(B, device=h.device), lengths - 1]
-    mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(
-        h.dtype
-    )  # 1 on real tokens, 0 on padding
+    # 1 on real tokens, 0 on padding
+    mask = (torch.arange(T, device=h.device) < lengths[:, None]).to(h.dtype)
     return (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
 
 # %% ../chapters/03-gpt/05-fine-tuning.ipynb #a420dd37
@@ -496,20 +492,18 @@ def forward(
     lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Class logits ``(B, n_classes)`` for the passages ``idx`` ``(B, T)``
-    (right-padded; ``lengths``
-    real tokens each, default all ``T``), and with ``labels`` the loss: the
-    mean cross-entropy of the
-    labels plus ``lm_weight`` times the language-model loss of the
-    passages' real tokens."""
+    (right-padded; ``lengths`` real tokens each, default all ``T``), and with
+    ``labels`` the loss: the mean cross-entropy of the labels plus
+    ``lm_weight`` times the language-model loss of the passages' real
+    tokens."""
     lengths = self._check(idx, labels, lengths)
     if labels is None or not self.lm_weight:
         logits = self.head(self._features(idx, lengths))
         return logits, None if labels is None else F.cross_entropy(
             logits, labels.long()
         )
-    h = self._hidden(
-        idx
-    )  # the language-model loss needs the hidden states of every window
+    # the language-model loss needs the hidden states of every window
+    h = self._hidden(idx)
     logits = self.head(self._pool(h, lengths))
     loss = F.cross_entropy(logits, labels.long())
     # position t predicts token t + 1, unless that is padding or starts the
@@ -607,9 +601,8 @@ def finetune(
     params = [p for p in classifier.parameters() if p.requires_grad]
     device = _device(classifier)
     features = labels = None
-    if (
-        classifier.freeze
-    ):  # a frozen GPT gives the same features every time: compute them once
+    # a frozen GPT gives the same features every time: compute them once
+    if classifier.freeze:
         features, labels = (
             _frozen_features(classifier, train),
             train.labels.to(device).long(),
@@ -688,9 +681,8 @@ def scores(predictions: Tensor, labels: Tensor, n_classes: int) -> Scores:
     ).view(n_classes, n_classes)
     hits = confusion.diag().double()
     support, predicted = confusion.sum(1).double(), confusion.sum(0).double()
-    present = (
-        support > 0
-    )  # classes absent from the labels are left out of the means
+    # classes absent from the labels are left out of the means
+    present = support > 0
     recall = hits[present] / support[present]
     f1 = 2 * hits[present] / (support[present] + predicted[present])
     return Scores(

@@ -127,12 +127,10 @@ def _top_p(logits: Tensor, p: float) -> Tensor:
         return logits
     probs = logits.softmax(dim=-1)
     sorted_probs = probs.sort(dim=-1, descending=True).values
-    before = (
-        sorted_probs.cumsum(dim=-1) - sorted_probs
-    )  # the probability of all more probable tokens
-    n_keep = (before < p).sum(
-        dim=-1, keepdim=True
-    )  # >= 1: nothing comes before the most probable token
+    # the probability of all more probable tokens
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    # >= 1: nothing comes before the most probable token
+    n_keep = (before < p).sum(dim=-1, keepdim=True)
     smallest = sorted_probs.gather(-1, n_keep - 1)
     return logits.masked_fill(probs < smallest, float("-inf"))
 
@@ -376,9 +374,8 @@ def _tokens(
         # start:cached_to]
     )
     for length in range(prompt_len, seq.shape[1]):
-        with (
-            torch.inference_mode()
-        ):  # like no_grad, and lighter: no autograd bookkeeping at all
+        # like no_grad, and lighter: no autograd bookkeeping at all
+        with torch.inference_mode():
             new_start = _window_start(start, length, block_size, keep)
             # check=False: the prompt was checked once, every drawn id is in
             # the vocabulary and the window rule keeps every input within
@@ -420,9 +417,8 @@ def _evaluating(model: GPT) -> Iterator[None]:
     """Eval mode inside the block; afterwards every submodule's training flag
     is what it was before."""
     modes = [(m, m.training) for m in model.modules()]
-    if not any(
-        training for _, training in modes
-    ):  # already in eval mode: nothing to switch
+    # already in eval mode: nothing to switch
+    if not any(training for _, training in modes):
         yield
         return
     model.eval()
@@ -539,9 +535,8 @@ def _stream(
 ) -> Iterator[Tensor]:
     steps = _tokens(model, seq, prompt_len, *args)
     while True:
-        with _evaluating(
-            model
-        ):  # per step: the caller may use the model between steps
+        # per step: the caller may use the model between steps
+        with _evaluating(model):
             position = next(steps, None)
         if position is None:
             return

@@ -72,9 +72,8 @@ def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
     ``GPT2LMHeadModel``.
 
     ``Conv1D`` weights are transposed; the output layer is left out (it is the
-    token embedding, tied);
-    a ``bias=False`` model gets zero biases, which compute the same function.
-    """
+    token embedding, tied); a ``bias=False`` model gets zero biases, which
+    compute the same function."""
     if not isinstance(model, GPT):
         raise TypeError(
             f"expected a gptlib.model.GPT, got {type(model).__name__}"
@@ -86,9 +85,8 @@ def to_hf_state_dict(model: GPT) -> dict[str, Tensor]:
     for name, t in state.items():
         t = t.detach().cpu()
         out[name] = (t.T if name.endswith(CONV1D_WEIGHTS) else t).contiguous()
-    if (
-        not model.config.bias
-    ):  # GPT-2 always has biases: zeros leave the function unchanged
+    # GPT-2 always has biases: zeros leave the function unchanged
+    if not model.config.bias:
         for name, t in list(out.items()):
             if name.endswith((".ln_1.weight", ".ln_2.weight", "ln_f.weight")):
                 out[name[: -len("weight")] + "bias"] = torch.zeros_like(t)
@@ -194,9 +192,7 @@ def bytes_to_unicode() -> dict[int, str]:
     in byte order, so the space (byte 32) becomes ``Ġ`` and the newline (byte
     10) ``Ċ``. Every token's
     bytes become a string of visible characters without spaces, which
-    ``vocab.json`` and ``merges.txt``
-    can hold.
-    """
+    ``vocab.json`` and ``merges.txt`` can hold."""
     printable = [
         *range(ord("!"), ord("~") + 1),
         *range(ord("¡"), ord("¬") + 1),
@@ -655,9 +651,8 @@ def _read_tokenizer_json(path: Path) -> tuple[dict, list[str]]:
             isinstance(part, str) for part in merge
         ):
             merge = " ".join(merge)
-        lines.append(
-            merge if isinstance(merge, str) else repr(merge)
-        )  # anything else fails when the lines are read
+        # anything else fails when the lines are read
+        lines.append(merge if isinstance(merge, str) else repr(merge))
     return vocab, lines
 
 

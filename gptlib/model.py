@@ -86,9 +86,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.c_proj(gelu(self.c_fc(x)))
-        return (
-            self.dropout(y) if self.training and self.dropout.p else y
-        )  # no call when it would do nothing
+        # no call when it would do nothing
+        return self.dropout(y) if self.training and self.dropout.p else y
 
 # %% ../chapters/03-gpt/01-the-model.ipynb #931f8d3a
 def _divisors(n: int) -> list[int]:

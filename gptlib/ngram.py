@@ -68,18 +68,16 @@ class _Counts:
     grams: np.ndarray  # sorted k-gram codes
     gram_counts: np.ndarray
     contexts: np.ndarray  # sorted codes of the (k - 1)-character contexts
-    context_counts: (
-        np.ndarray
-    )  # count(h): how often each context was followed by a character
+    # count(h): how often each context was followed by a character
+    context_counts: np.ndarray
 
 
 def _count(ids: np.ndarray, k: int, base: int) -> _Counts:
     grams, gram_counts = np.unique(
         window_codes(ids, k, base), return_counts=True
     )
-    context = (
-        grams // base
-    )  # sorted, so the k-grams of one context are neighbours
+    # sorted, so the k-grams of one context are neighbours
+    context = grams // base
     starts = np.flatnonzero(np.r_[True, context[1:] != context[:-1]])
     return _Counts(
         grams,
@@ -328,10 +326,8 @@ def tune(
     `orders` and `alphas`.
 
     Fits on `train_text` (with `vocab`, default its characters). Returns
-    ``(best_model, table)``
-    where ``table[(n, alpha)]`` is the validation cross-entropy in nats per
-    character.
-    """
+    ``(best_model, table)`` where ``table[(n, alpha)]`` is the validation
+    cross-entropy in nats per character."""
     orders, alphas = sorted(set(orders)), [float(a) for a in alphas]
     if not orders or not alphas:
         raise ValueError("tune needs at least one order and one alpha")

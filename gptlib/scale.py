@@ -100,11 +100,9 @@ def param_count(
     """Count the parameters of a GPT-2-style model from its configuration.
 
     The layout is GPT-2's: token and learned position embeddings; per block a
-    LayerNorm, attention
-    (a fused query/key/value matrix ``d x 3d`` and an output projection ``d x
-    d``), a LayerNorm and an
-    MLP (``d x mlp_ratio*d`` and back); a final LayerNorm; an output layer tied
-    to the token embedding
+    LayerNorm, attention (a fused query/key/value matrix ``d x 3d`` and an
+    output projection ``d x d``), a LayerNorm and an MLP (``d x mlp_ratio*d``
+    and back); a final LayerNorm; an output layer tied to the token embedding
     unless ``tied=False``. ``bias=False`` drops the biases of the linear layers
     and the LayerNorms.
     ``n_head`` does not change the count; when given, it is checked to divide
@@ -154,12 +152,9 @@ def training_flops(n_params: float, n_tokens: float) -> float:
     `n_tokens` tokens: 6 N D.
 
     2 FLOPs per parameter and token in the forward pass (a multiply and an
-    add), 4 in the backward
-    pass (gradients with respect to the inputs and to the weights). Attention's
-    own arithmetic,
-    which grows with the context length, is left out (about 1.4% of GPT-3's
-    forward pass).
-    """
+    add), 4 in the backward pass (gradients with respect to the inputs and to
+    the weights). Attention's own arithmetic, which grows with the context
+    length, is left out (about 1.4% of GPT-3's forward pass)."""
     return (
         6.0
         * _positive_number("n_params", n_params)

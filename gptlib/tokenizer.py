@@ -203,9 +203,8 @@ def train_plain(
         # bytes are not a token yet
         allowed = (p for p in counts if vocab[p[0]] + vocab[p[1]] not in known)
         best = min(allowed, key=lambda p: (-counts[p], p), default=None)
-        if (
-            best is None
-        ):  # every chunk is a single token: nothing left to merge
+        # every chunk is a single token: nothing left to merge
+        if best is None:
             break
         new_id = 256 + len(merges)
         chunks = [merge_pair(ids, best, new_id) for ids in chunks]
@@ -222,12 +221,9 @@ def encode_plain(
     the plain way.
 
     The teaching reference: in each chunk, repeatedly merge the neighbouring
-    pair whose joined bytes
-    form the token with the lowest id (all occurrences of that pair, as minbpe
-    does), until no
-    neighbouring pair forms a token. `BPETokenizer.encode` gives the same ids,
-    faster.
-    """
+    pair whose joined bytes form the token with the lowest id (all occurrences
+    of that pair, as minbpe does), until no neighbouring pair forms a token.
+    `BPETokenizer.encode` gives the same ids, faster."""
     vocab = token_bytes(merges)
     rank = {b: i for i, b in enumerate(vocab)}
     out: list[int] = []

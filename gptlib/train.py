@@ -119,10 +119,9 @@ class TrainConfig:
     evaluation and checkpoints.
 
     ``max_iters`` optimizer steps on batches of ``batch_size`` windows of
-    ``block_size`` tokens (None: the
-    model's context). The learning rate warms up linearly for ``warmup_iters``
-    steps to ``learning_rate``,
-    then follows a cosine down to ``min_lr`` at ``lr_decay_iters`` (None:
+    ``block_size`` tokens (None: the model's context). The learning rate warms
+    up linearly for ``warmup_iters`` steps to ``learning_rate``, then follows a
+    cosine down to ``min_lr`` at ``lr_decay_iters`` (None:
     ``max_iters``). AdamW with
     ``betas`` and ``weight_decay`` (on matrices only); gradients clipped to
     norm ``grad_clip`` (None: no
@@ -131,10 +130,8 @@ class TrainConfig:
     recorded. With ``checkpoint_dir``, a checkpoint is written every
     ``checkpoint_interval`` steps (None:
     at evaluations) and at the end. ``seed`` fixes the batches and dropout.
-    ``dtype="bfloat16"`` runs the
-    forward pass under ``torch.autocast`` in bfloat16 (weights and optimizer
-    stay float32).
-    """
+    ``dtype="bfloat16"`` runs the forward pass under ``torch.autocast`` in
+    bfloat16 (weights and optimizer stay float32)."""
 
     max_iters: int = 2000
     batch_size: int = 12
@@ -308,9 +305,8 @@ def configure_optimizer(
     only by float rounding.
     ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into
     one buffer per group."""
-    params = dict(
-        model.named_parameters()
-    )  # named_parameters lists a shared tensor once
+    # named_parameters lists a shared tensor once
+    params = dict(model.named_parameters())
     decay = [p for p in params.values() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params.values() if p.requires_grad and p.dim() < 2]
     groups = [
@@ -367,14 +363,11 @@ class FlatAdamW(torch.optim.AdamW):
     none).
 
     A group's parameters must be distinct tensors that require gradients, of
-    one floating-point dtype
-    on one device. :meth:`state_dict` and :meth:`load_state_dict` use the
-    per-parameter layout of
+    one floating-point dtype on one device. :meth:`state_dict` and
+    :meth:`load_state_dict` use the per-parameter layout of
     ``torch.optim.AdamW`` over the same groups, so their checkpoints are
-    interchangeable. :meth:`release`
-    gives every parameter its own memory back; the optimizer cannot step
-    afterwards.
-    """
+    interchangeable. :meth:`release` gives every parameter its own memory back;
+    the optimizer cannot step afterwards."""
 
     def __init__(self, params: Any, **kwargs: Any) -> None:
         groups = list(params)
@@ -552,9 +545,10 @@ def _flat_state(
                             f"in {key!r}; a flat optimizer steps a group's "
                             "parameters together"
                         )
+                    # not shared
                     merged[key] = (
                         first.clone() if isinstance(first, Tensor) else first
-                    )  # not shared
+                    )
             flat_state[index] = merged
         flat_groups.append({**group, "params": [index]})
         index += 1
@@ -759,11 +753,9 @@ def save_checkpoint(
     ``optimizer.safetensors`` (if ``optimizer``), ``tokenizer.json`` (if
     ``tokenizer``) and
     ``checkpoint.json`` (format, model and train config, step, optimizer
-    hyper-parameters, PyTorch's global
-    RNG state and the data ``generator``'s state, the ``history`` and a SHA-256
-    of every other file).
-    No pickle. The folder appears whole or not at all (written beside it, then
-    renamed)."""
+    hyper-parameters, PyTorch's global RNG state and the data ``generator``'s
+    state, the ``history`` and a SHA-256 of every other file). No pickle. The
+    folder appears whole or not at all (written beside it, then renamed)."""
     if not isinstance(model, GPT):
         raise ValueError(
             "save_checkpoint: model must be a gptlib.model.GPT, got "
@@ -856,14 +848,11 @@ def load_checkpoint(
     """Read a checkpoint folder written by :func:`save_checkpoint`.
 
     Everything is checked before a model is returned: the files' checksums, the
-    format, the config (equal
-    to ``config`` when one is given), and every tensor's name, shape and dtype
-    against a model built from
-    the config. Any problem raises ValueError (FileNotFoundError if there is no
-    checkpoint at ``path``)
-    naming it; a partly loaded model is never returned. Uses safetensors and
-    JSON only, never pickle.
-    """
+    format, the config (equal to ``config`` when one is given), and every
+    tensor's name, shape and dtype against a model built from the config. Any
+    problem raises ValueError (FileNotFoundError if there is no checkpoint at
+    ``path``) naming it; a partly loaded model is never returned. Uses
+    safetensors and JSON only, never pickle."""
     path = Path(path)
     meta_path = path / "checkpoint.json"
     if not meta_path.is_file():
@@ -1048,9 +1037,8 @@ def train(
     ``config.checkpoint_dir``, checkpoints (:func:`save_checkpoint`, with
     ``tokenizer``) go there.
     ``resume`` (a checkpoint folder or :class:`Checkpoint` of this model's
-    config) restores weights,
-    optimizer, step, random states and history, and training continues exactly
-    as if never interrupted.
+    config) restores weights, optimizer, step, random states and history, and
+    training continues exactly as if never interrupted.
     ``callback(step, model)`` runs after each evaluation. A NaN or infinite
     loss raises
     :class:`NonFiniteLossError`, leaving the last good checkpoint on disk. The
@@ -1064,16 +1052,12 @@ def train(
     :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws
     the same batch of
     ``config.batch_size`` windows and takes its own equal share of the rows, so
-    the averaged gradient, and
-    the step, are those of the whole batch in one process. Only process 0 shows
-    progress and writes
-    checkpoints; every process returns the same history, except ``elapsed``,
-    which is its own clock. (Each
-    process evaluates every batch itself, and a resumed run restores process
-    0's random state everywhere,
-    so with dropout a resumed multi-process run is not bit-for-bit the
-    uninterrupted one.)
-    """
+    the averaged gradient, and the step, are those of the whole batch in one
+    process. Only process 0 shows progress and writes checkpoints; every
+    process returns the same history, except ``elapsed``, which is its own
+    clock. (Each process evaluates every batch itself, and a resumed run
+    restores process 0's random state everywhere, so with dropout a resumed
+    multi-process run is not bit-for-bit the uninterrupted one.)"""
     if not isinstance(model, GPT):
         raise ValueError(
             "train: model must be a gptlib.model.GPT, got "
@@ -1088,10 +1072,11 @@ def train(
     val_ids = as_token_tensor(val_ids, "val_ids")
     context = model.config.block_size
     block_size = context if c.block_size is None else c.block_size
+    # fail now, not at the first evaluation
     for name, ids in (
         ("train_ids", train_ids),
         ("val_ids", val_ids),
-    ):  # fail now, not at the first evaluation
+    ):
         get_batch(ids[: block_size + 1], block_size, 1, context=context)
         if ids.numel() and (
             ids.min() < 0 or ids.max() >= model.config.vocab_size
@@ -1116,18 +1101,18 @@ def train(
         device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16"
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    flat = (
-        len({(p.dtype, p.device) for p in trainable}) == 1
-    )  # one buffer per group needs one dtype and device
+    # one buffer per group needs one dtype and device
+    flat = len({(p.dtype, p.device) for p in trainable}) == 1
     optimizer = configure_optimizer(
         model, c.learning_rate, c.weight_decay, c.betas, flat=flat
     )
     # a flat optimizer gives the parameters their own memory back, however
     # training ends
     try:
+        # this process's share
         rows = slice(
             rank * c.batch_size // world, (rank + 1) * c.batch_size // world
-        )  # this process's share
+        )
         net: nn.Module = model
         # after the optimizer, which may move the parameters into its buffers
         if distributed:
@@ -1169,9 +1154,8 @@ def train(
             )
         else:
             generator.manual_seed(c.seed)
-            torch.manual_seed(
-                c.seed + rank
-            )  # dropout: each process its own masks
+            # dropout: each process its own masks
+            torch.manual_seed(c.seed + rank)
         if start > c.max_iters:
             raise ValueError(
                 f"train: the checkpoint is at step {start}, beyond "
@@ -1184,9 +1168,8 @@ def train(
         t0 = time.perf_counter()
 
         def checkpoint(step: int) -> None:
-            if not all(
-                torch.isfinite(p).all() for p in model.parameters()
-            ):  # never overwrite a good one with NaNs
+            # never overwrite a good one with NaNs
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise NonFiniteLossError(
                     "train: a weight is NaN or infinite after step "
                     f"{step - 1}; training stopped "
@@ -1322,8 +1305,8 @@ def train(
 @dataclass(frozen=True)
 class Recipe:
     """How to make a named pre-trained model: the tokenizer (``"char"``, or
-    ``"bpe"`` with ``bpe_vocab_size``
-    ids trained on the training text), the model shape (GPTConfig fields but
+    ``"bpe"`` with ``bpe_vocab_size`` ids trained on the training text), the
+    model shape (GPTConfig fields but
     ``vocab_size``), the
     :class:`TrainConfig`, and optionally only the first ``max_chars``
     characters of each split."""
@@ -1408,10 +1391,9 @@ def train_recipe(
     gives the same weights.
 
     The model trains on ``device``; ``compile=True`` compiles it in place with
-    ``torch.compile`` first
-    (worth it on a GPU). In processes started by torchrun, each builds the same
-    tokenizer and initial model
-    and :func:`train` trains data-parallel."""
+    ``torch.compile`` first (worth it on a GPU). In processes started by
+    torchrun, each builds the same tokenizer and initial model and
+    :func:`train` trains data-parallel."""
     train_text, val_text = shakespeare_split()
     if recipe.max_chars is not None:
         train_text, val_text = (

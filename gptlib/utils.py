@@ -59,9 +59,8 @@ class _FinalLineBar(_tqdm_std.tqdm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["file"] = io.StringIO()  # the live redraws go nowhere
-        kwargs.setdefault(
-            "ascii", False
-        )  # a StringIO has no encoding; the page shows Unicode blocks
+        # a StringIO has no encoding; the page shows Unicode blocks
+        kwargs.setdefault("ascii", False)
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -85,13 +84,10 @@ def progress(
     """A tqdm progress bar suited to where the code runs.
 
     Takes the same arguments as `tqdm.tqdm` (`total`, `desc`, `disable`, ...).
-    The environment
-    variable ``GPTLIB_PROGRESS`` chooses the style: ``auto`` (default: a widget
-    in Jupyter when
-    ipywidgets is installed, else text), ``final`` (one line when the loop
-    ends, for pages built
-    from executed notebooks) or ``off``.
-    """
+    The environment variable ``GPTLIB_PROGRESS`` chooses the style: ``auto``
+    (default: a widget in Jupyter when ipywidgets is installed, else text),
+    ``final`` (one line when the loop ends, for pages built from executed
+    notebooks) or ``off``."""
     mode = os.environ.get("GPTLIB_PROGRESS", "auto")
     if mode not in _PROGRESS_MODES:
         raise ValueError(

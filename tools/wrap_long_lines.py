@@ -196,6 +196,53 @@ def _merge_joined(tree):
     return Merge().visit(tree)
 
 
+CLOSING_COMMENT = re.compile(r"^\s*[)\]}]+[:,]?\s+(#.*)$")
+
+
+def lift_closing_comments(src: str) -> str:
+    """Move a comment that the formatter left after a lone closing bracket (a call it split because
+    the comment made the line too long) above the statement, so the formatter can join the call."""
+    lines = src.split("\n")
+    if not any(CLOSING_COMMENT.match(line) for line in lines):
+        return src
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return src
+    stack: list[int] = []  # rows of the open brackets
+    moves: dict[int, int] = {}  # row of the comment -> row of the statement's first bracket
+    for tok in tokens:
+        if tok.type == tokenize.OP and tok.string in "([{":
+            stack.append(tok.start[0] - 1)
+        elif tok.type == tokenize.OP and tok.string in ")]}" and stack:
+            opened = stack.pop()
+            row = tok.start[0] - 1
+            if not stack and row != opened and CLOSING_COMMENT.match(lines[row]):
+                moves[row] = opened
+    if not moves:
+        return src
+    above: dict[int, list[str]] = {}
+    out = list(lines)
+    for row, opened in moves.items():
+        comment = CLOSING_COMMENT.match(lines[row]).group(1)
+        out[row] = lines[row][: lines[row].index(comment)].rstrip()
+        start = opened
+        while start > 0 and lines[start - 1].rstrip().endswith(("\\",)):
+            start -= 1
+        indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+        above.setdefault(start, []).append(indent + comment)
+    result: list[str] = []
+    for i, line in enumerate(out):
+        result.extend(above.get(i, []))
+        result.append(line)
+    new = "\n".join(result)
+    try:
+        reference = _ast_dump(src)
+    except SyntaxError:  # IPython syntax
+        return src
+    return new if _same(new, reference) else src
+
+
 def wrap_notebook(path: Path) -> int:
     nb = json.loads(path.read_text(encoding="utf-8"))
     changed = 0
@@ -203,7 +250,7 @@ def wrap_notebook(path: Path) -> int:
         if cell["cell_type"] != "code":
             continue
         src = "".join(cell["source"])
-        new = src
+        new = lift_closing_comments(src)
         for _ in range(6):
             nxt = wrap_source(new)
             if nxt == new:
