@@ -69,3 +69,12 @@ def test_f_strings_split_outside_their_fields():
     assert out.count("\n") > 1
     env = {"a": 1, "b": 2}
     assert _first_argument(out, env) == _first_argument(src, env)
+
+
+def test_a_comment_after_a_closing_bracket_moves_above_its_statement():
+    src = "if True:\n    _, w = mha(\n        x, x, x, attn_mask=~causal\n    )  # True = masked out\n"
+    out = w.lift_closing_comments(src)
+    assert out == "if True:\n    # True = masked out\n    _, w = mha(\n        x, x, x, attn_mask=~causal\n    )\n"
+    assert w._ast_dump(out) == w._ast_dump(src)
+    inner = "f(\n    g(\n        1\n    ),  # one\n)\n"  # inside an outer call: left where it is
+    assert w.lift_closing_comments(inner) == inner
