@@ -39,10 +39,12 @@ def plays_dir() -> Path:
 # %% ../chapters/01-language-models/01-the-corpus.ipynb #c620a4ce
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+?)\*\*\s*$")
 _INLINE_DIRECTION = re.compile(  # a stage direction inside a line
-    r""" \s* _*      # spaces, then the underscores that open the italics \\?
-    \[      # an opening bracket, escaped or not [^\]]* \]   # the direction
-    itself, up to the closing bracket _+ \s*      # the underscores that close
-    the italics, then spaces """,
+    r"""
+    \s* _*      # spaces, then the underscores that open the italics
+    \\? \[      # an opening bracket, escaped or not
+    [^\]]* \]   # the direction itself, up to the closing bracket
+    _+ \s*      # the underscores that close the italics, then spaces
+    """,
     re.VERBOSE,
 )
 _ESCAPE = re.compile(r"\\(.)")

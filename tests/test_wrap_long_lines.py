@@ -78,3 +78,12 @@ def test_a_comment_after_a_closing_bracket_moves_above_its_statement():
     assert w._ast_dump(out) == w._ast_dump(src)
     inner = "f(\n    g(\n        1\n    ),  # one\n)\n"  # inside an outer call: left where it is
     assert w.lift_closing_comments(inner) == inner
+
+
+def test_a_verbose_regex_is_not_a_docstring():
+    """White space in any string but a docstring is part of its value (a verbose regex's comments
+    end at the line's end): the check refuses to move it."""
+    regex = 'R = re.compile(\n    r"""\n    a  # one\n    b  # two\n    """,\n    re.VERBOSE,\n)\n'
+    joined = 'R = re.compile(\n    r""" a  # one b  # two """,\n    re.VERBOSE,\n)\n'
+    assert not w._same(joined, w._ast_dump(regex))
+    assert w.wrap_source(regex) == regex

@@ -169,25 +169,31 @@ def _same(new: str, reference: str) -> bool:
 
 
 def _ast_dump(src: str) -> str:
+    """The code's AST, with only docstrings' white space normalised (wrapping may move it there;
+    anywhere else a change of white space changes a value, and is refused)."""
     import ast
 
     tree = ast.parse(src)
-    for node in ast.walk(tree):  # adjacent literals are one constant; docstring whitespace may move
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            node.value = " ".join(node.value.split())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    first.value.value = " ".join(first.value.value.split())
     return ast.dump(_merge_joined(tree))
 
 
 def _merge_joined(tree):
     import ast
 
-    class Merge(ast.NodeTransformer):
+    class Merge(ast.NodeTransformer):  # f"a {x} " f"b" and f"a {x} b": the same parts
         def visit_JoinedStr(self, node):
             self.generic_visit(node)
             merged: list = []
             for v in node.values:
                 if merged and isinstance(v, ast.Constant) and isinstance(merged[-1], ast.Constant):
-                    merged[-1] = ast.Constant(" ".join((merged[-1].value + v.value).split()))
+                    merged[-1] = ast.Constant(merged[-1].value + v.value)
                 else:
                     merged.append(v)
             node.values = merged
