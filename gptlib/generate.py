@@ -26,8 +26,7 @@ def _check_temperature(temperature: object, where: str) -> float:
     ):
         raise ValueError(
             f"{where}: temperature must be a finite number > 0, got "
-            f"{temperature!r} "
-            "(for greedy decoding use top_k=1)"
+            f"{temperature!r} (for greedy decoding use top_k=1)"
         )
     return float(temperature)
 
@@ -38,8 +37,7 @@ def _check_top_k(top_k: object, where: str) -> int | None:
     if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
         raise ValueError(
             f"{where}: top_k must be an int >= 1 (1 is greedy decoding) or "
-            "None (no top-k "
-            f"filter), got {top_k!r}"
+            f"None (no top-k filter), got {top_k!r}"
         )
     return int(top_k)
 
@@ -54,12 +52,11 @@ def _check_top_p(top_p: object, where: str) -> float | None:
     ):
         raise ValueError(
             f"{where}: top_p must be a number in (0, 1] (1 keeps every token) "
-            "or None (no "
-            f"top-p filter), got {top_p!r}"
+            f"or None (no top-p filter), got {top_p!r}"
         )
     return float(top_p)
 
-
+# %% ../chapters/03-gpt/04-generation.ipynb #b560b62b
 def _check_logits(logits: object, where: str) -> None:
     if (
         not isinstance(logits, Tensor)
@@ -74,8 +71,7 @@ def _check_logits(logits: object, where: str) -> None:
         )
         raise ValueError(
             f"{where}: logits must be a floating-point tensor (..., "
-            "vocab_size) with at least "
-            f"one token, got {got}"
+            f"vocab_size) with at least one token, got {got}"
         )
 
 # %% ../chapters/03-gpt/04-generation.ipynb #5e786121
