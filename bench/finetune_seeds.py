@@ -23,7 +23,8 @@ import torch
 from gptlib.finetune import FOLIO, GPTClassifier, encode_passages, evaluate, finetune, passages, split_plays
 from gptlib.data import VALIDATION_PLAYS
 from gptlib.model import GPT
-from gptlib.train import TrainConfig, pretrained
+from gptlib.train import TrainConfig
+from gptlib.zoo import pretrained
 from gptlib.utils import set_seed
 torch.set_num_threads(1)
 seeds = [int(s) for s in sys.argv[1].split(',')]

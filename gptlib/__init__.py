@@ -6,4 +6,4 @@ Import the modules you need, for example ``from gptlib.data import shakespeare``
 
 __version__ = "0.1.0"
 
-__all__ = ['attention', 'data', 'distributed', 'finetune', 'generate', 'hf', 'model', 'ngram', 'scale', 'tokenizer', 'train', 'utils']
+__all__ = ['attention', 'batches', 'checkpoint', 'data', 'distributed', 'finetune', 'generate', 'hf', 'metrics', 'mlp', 'model', 'ngram', 'scale', 'tokenizer', 'train', 'utils', 'zoo']

@@ -14,9 +14,11 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from .checkpoint import History
 from .model import GPT, GPTConfig
 from .tokenizer import BPETokenizer, CharTokenizer
-from .train import RECIPES, History, Recipe, TrainConfig, train_recipe
+from .train import TrainConfig
+from .zoo import RECIPES, Recipe, train_recipe
 
 # %% auto #0
 __all__ = ['DEVICE_TYPES', 'GPU_RECIPES', 'pick_device', 'DistributedInfo', 'cleanup', 'setup', 'make_recipe', 'run_recipe',

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .checkpoint import atomic_dir_write
 from .model import GPT, GPTConfig
 from gptlib.tokenizer import (
     ENDOFTEXT,
@@ -21,7 +22,6 @@ from gptlib.tokenizer import (
     BPETokenizer,
     CharTokenizer,
 )
-from .train import _atomic_dir_write
 
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'hub_reachable', 'to_hf_state_dict', 'from_hf_state_dict', 'bytes_to_unicode', 'token_string',
@@ -284,8 +284,14 @@ def hf_tokenizer_json(tokenizer: BPETokenizer) -> str:
     library: a BPE model with our vocabulary and merges, GPT-2's byte-level
     splitting (its pattern, no space added before the text) and our special
     tokens as added tokens, under our ids."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models
-    from tokenizers import pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     _check_tokenizer(tokenizer)
     vocab, merges = _gpt2_vocab(tokenizer)
@@ -457,7 +463,7 @@ def to_hf(
             state, str(tmp / "model.safetensors"), metadata={"format": "pt"}
         )
 
-    _atomic_dir_write(path, write)
+    atomic_dir_write(path, write)
     return path
 
 # %% ../chapters/04-practice/01-hugging-face.ipynb #c272c5f2

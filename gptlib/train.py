@@ -3,114 +3,33 @@
 # %% ../chapters/03-gpt/03-pretraining.ipynb #c9da7c90
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
-from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .data import shakespeare_split
-from .model import GPT, GPTConfig
+from .batches import as_token_tensor, get_batch
+from gptlib.checkpoint import (
+    Checkpoint,
+    History,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .metrics import estimate_loss
+from .model import GPT
 from .tokenizer import BPETokenizer, CharTokenizer
-from .utils import progress, set_seed
+from .utils import check_int, check_number, patch_to, progress
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RECIPES', 'as_token_tensor', 'get_batch', 'TrainConfig', 'learning_rate',
-           'configure_optimizer', 'FlatAdamW', 'estimate_loss', 'History', 'save_checkpoint', 'Checkpoint',
-           'load_checkpoint', 'NonFiniteLossError', 'train', 'Recipe', 'resolve_cache_dir', 'train_recipe',
-           'pretrained', 'pretrained_path']
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #703c7193
-def _check_int(
-    name: str, value: Any, low: int, where: str = "TrainConfig"
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"{where}: {name} must be an int >= {low}, got {value!r}"
-        )
-
-
-def as_token_tensor(ids: Any, name: str = "ids") -> Tensor:
-    """``ids`` (a list, array or tensor of token ids) as a 1-D int64 tensor;
-    anything else raises ValueError."""
-    if not isinstance(ids, Tensor):
-        try:
-            ids = torch.as_tensor(ids)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(
-                f"{name} must be a sequence of token ids: {e}"
-            ) from None
-    if (
-        ids.dim() != 1
-        or ids.dtype.is_floating_point
-        or ids.dtype.is_complex
-        or ids.dtype == torch.bool
-    ):
-        raise ValueError(
-            f"{name} must be a 1-D sequence of integer token ids, got shape "
-            f"{tuple(ids.shape)} "
-            f"and dtype {ids.dtype}"
-        )
-    return ids.long()
-
-
-def get_batch(
-    ids: Tensor,
-    block_size: int,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    *,
-    context: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """``batch_size`` random windows of ``block_size`` tokens from the 1-D
-    tensor ``ids``, and the targets:
-    the same windows shifted one token to the right. Returns ``(x, y)``, both
-    ``(batch_size, block_size)``.
-
-    ``context`` (a model's ``block_size``) makes a longer window an error;
-    ``ids`` must hold at least
-    ``block_size + 1`` tokens.
-    """
-    _check_int("block_size", block_size, 1, "get_batch")
-    _check_int("batch_size", batch_size, 1, "get_batch")
-    if context is not None and block_size > context:
-        raise ValueError(
-            f"get_batch: training windows of block_size={block_size} tokens "
-            "are longer than the "
-            f"model's context block_size={context}; use block_size <= "
-            f"{context}"
-        )
-    if ids.dim() != 1:
-        raise ValueError(
-            f"get_batch: ids must be 1-D, got shape {tuple(ids.shape)}"
-        )
-    n = ids.numel()
-    if n < block_size + 1:
-        raise ValueError(
-            f"get_batch: {n} tokens are too few for a window of "
-            f"block_size={block_size} and its "
-            f"shifted target; need at least {block_size + 1}"
-        )
-    starts = torch.randint(
-        n - block_size, (batch_size, 1), generator=generator
-    )
-    windows = ids[starts + torch.arange(block_size + 1)]
-    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+__all__ = ['TrainConfig', 'learning_rate', 'configure_optimizer', 'NonFiniteLossError', 'train']
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #1aae6747
 @dataclass(frozen=True)
@@ -119,19 +38,17 @@ class TrainConfig:
     evaluation and checkpoints.
 
     ``max_iters`` optimizer steps on batches of ``batch_size`` windows of
-    ``block_size`` tokens (None: the model's context). The learning rate warms
-    up linearly for ``warmup_iters`` steps to ``learning_rate``, then follows a
-    cosine down to ``min_lr`` at ``lr_decay_iters`` (None:
-    ``max_iters``). AdamW with
-    ``betas`` and ``weight_decay`` (on matrices only); gradients clipped to
-    norm ``grad_clip`` (None: no
-    clipping). Every ``eval_interval`` steps the mean loss of ``eval_iters``
-    batches of each split is
-    recorded. With ``checkpoint_dir``, a checkpoint is written every
-    ``checkpoint_interval`` steps (None:
-    at evaluations) and at the end. ``seed`` fixes the batches and dropout.
-    ``dtype="bfloat16"`` runs the forward pass under ``torch.autocast`` in
-    bfloat16 (weights and optimizer stay float32)."""
+    ``block_size`` tokens (None: the model's context). The learning rate
+    warms up linearly for ``warmup_iters`` steps to ``learning_rate``, then
+    follows a cosine down to ``min_lr`` at ``lr_decay_iters`` (None:
+    ``max_iters``). AdamW with ``betas`` and ``weight_decay`` (on matrices
+    only); gradients clipped to norm ``grad_clip`` (None: no clipping).
+    Every ``eval_interval`` steps the mean loss of ``eval_iters`` batches of
+    each split is recorded. With ``checkpoint_dir``, a checkpoint is written
+    every ``checkpoint_interval`` steps (None: at evaluations) and at the
+    end. ``seed`` fixes the batches and dropout. ``dtype="bfloat16"`` runs
+    the forward pass under ``torch.autocast`` in bfloat16 (weights and
+    optimizer stay float32)."""
 
     max_iters: int = 2000
     batch_size: int = 12
@@ -151,85 +68,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _check_int("max_iters", self.max_iters, 0)
-        _check_int("batch_size", self.batch_size, 1)
-        if self.block_size is not None:
-            _check_int("block_size", self.block_size, 1)
-        _check_int("warmup_iters", self.warmup_iters, 0)
-        if self.lr_decay_iters is not None:
-            _check_int("lr_decay_iters", self.lr_decay_iters, 0)
-            if self.lr_decay_iters < self.warmup_iters:
-                raise ValueError(
-                    f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must "
-                    "be >= "
-                    f"warmup_iters={self.warmup_iters} (the decay starts "
-                    "after the warm-up)"
-                )
-        _check_int("eval_interval", self.eval_interval, 1)
-        _check_int("eval_iters", self.eval_iters, 1)
-        _check_int("seed", self.seed, 0)
-        if self.checkpoint_interval is not None:
-            _check_int("checkpoint_interval", self.checkpoint_interval, 1)
-        for name in ("learning_rate", "min_lr", "weight_decay"):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not math.isfinite(v)
-                or v < 0
-            ):
-                raise ValueError(
-                    f"TrainConfig: {name} must be a finite number >= 0, got "
-                    f"{v!r}"
-                )
-            object.__setattr__(self, name, float(v))
-        if self.min_lr > self.learning_rate:
-            raise ValueError(
-                f"TrainConfig: min_lr={self.min_lr} is above "
-                f"learning_rate={self.learning_rate}"
-            )
-        b = self.betas
-        if (
-            not isinstance(b, (tuple, list))
-            or len(b) != 2
-            or not all(
-                isinstance(x, (int, float))
-                and not isinstance(x, bool)
-                and 0 <= x < 1
-                for x in b
-            )
-        ):
-            raise ValueError(
-                f"TrainConfig: betas must be two numbers in [0, 1), got {b!r}"
-            )
-        object.__setattr__(self, "betas", (float(b[0]), float(b[1])))
-        g = self.grad_clip
-        if g is not None and (
-            isinstance(g, bool)
-            or not isinstance(g, (int, float))
-            or not g > 0
-            or not math.isfinite(g)
-        ):
-            raise ValueError(
-                "TrainConfig: grad_clip must be a positive number or None, "
-                f"got {g!r}"
-            )
-        if g is not None:
-            object.__setattr__(self, "grad_clip", float(g))
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(
-                "TrainConfig: dtype must be 'float32' or 'bfloat16' "
-                f"(autocast), got {self.dtype!r}"
-            )
-        if self.checkpoint_dir is not None:
-            if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-                raise ValueError(
-                    "TrainConfig: checkpoint_dir must be a path or None, got "
-                    f"{self.checkpoint_dir!r}"
-                )
-            object.__setattr__(
-                self, "checkpoint_dir", os.fspath(self.checkpoint_dir)
-            )
+        self._check()  # the checks come in the next cell
 
     @property
     def decay_iters(self) -> int:
@@ -240,32 +79,109 @@ class TrainConfig:
             else self.lr_decay_iters
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-able dict."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+# %% ../chapters/03-gpt/03-pretraining.ipynb #c6b5c04e
+@patch_to(TrainConfig)
+def _check(self) -> None:
+    """Refuse a configuration that cannot train, saying which field is wrong
+    and what it may be; store numbers as floats."""
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """The configuration from a dict such as :meth:`to_dict` writes;
-        unknown keys raise ValueError."""
-        if not isinstance(d, Mapping):
+    def put(name: str, value: Any) -> None:  # a frozen dataclass
+        object.__setattr__(self, name, value)
+
+    where = "TrainConfig"
+    ints = dict(
+        max_iters=0,
+        batch_size=1,
+        warmup_iters=0,
+        eval_interval=1,
+        eval_iters=1,
+        seed=0,
+    )
+    optional = dict(block_size=1, lr_decay_iters=0, checkpoint_interval=1)
+    for name, low in ints.items():
+        check_int(name, getattr(self, name), low, where)
+    for name, low in optional.items():
+        if getattr(self, name) is not None:
+            check_int(name, getattr(self, name), low, where)
+    if (
+        self.lr_decay_iters is not None
+        and self.decay_iters < self.warmup_iters
+    ):
+        raise ValueError(
+            f"TrainConfig: lr_decay_iters={self.lr_decay_iters} must be "
+            f">= warmup_iters={self.warmup_iters} (the decay starts after "
+            "the warm-up)"
+        )
+    for name in ("learning_rate", "min_lr", "weight_decay"):
+        put(name, check_number(name, getattr(self, name), 0.0, where))
+    if self.min_lr > self.learning_rate:
+        raise ValueError(
+            f"TrainConfig: min_lr={self.min_lr} is above "
+            f"learning_rate={self.learning_rate}"
+        )
+    b = self.betas
+    if not (
+        isinstance(b, (tuple, list))
+        and len(b) == 2
+        and all(
+            isinstance(x, (int, float))
+            and not isinstance(x, bool)
+            and 0 <= x < 1
+            for x in b
+        )
+    ):
+        raise ValueError(
+            f"TrainConfig: betas must be two numbers in [0, 1), got {b!r}"
+        )
+    put("betas", (float(b[0]), float(b[1])))
+    if self.grad_clip is not None:
+        put(
+            "grad_clip",
+            check_number("grad_clip", self.grad_clip, 0.0, where, above=True),
+        )
+    if self.dtype not in ("float32", "bfloat16"):
+        raise ValueError(
+            "TrainConfig: dtype must be 'float32' or 'bfloat16' "
+            f"(autocast), got {self.dtype!r}"
+        )
+    if self.checkpoint_dir is not None:
+        if not isinstance(self.checkpoint_dir, (str, os.PathLike)):
             raise ValueError(
-                "TrainConfig.from_dict: expected a mapping, got "
-                f"{type(d).__name__}"
+                "TrainConfig: checkpoint_dir must be a path or None, got "
+                f"{self.checkpoint_dir!r}"
             )
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ValueError(
-                f"TrainConfig.from_dict: unknown keys {unknown}; the fields "
-                f"are {known}"
-            )
-        d = dict(d)
-        if "betas" in d and isinstance(d["betas"], list):
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
+        put("checkpoint_dir", os.fspath(self.checkpoint_dir))
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #be43b4d3
+@patch_to(TrainConfig)
+def to_dict(self) -> dict[str, Any]:
+    """The configuration as a JSON-able dict."""
+    d = dataclasses.asdict(self)
+    d["betas"] = list(self.betas)
+    return d
+
+
+@patch_to(TrainConfig)
+@classmethod
+def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+    """The configuration from a dict such as :meth:`to_dict` writes;
+    unknown keys raise ValueError."""
+    if not isinstance(d, Mapping):
+        raise ValueError(
+            "TrainConfig.from_dict: expected a mapping, got "
+            f"{type(d).__name__}"
+        )
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ValueError(
+            f"TrainConfig.from_dict: unknown keys {unknown}; the fields "
+            f"are {known}"
+        )
+    d = dict(d)
+    if "betas" in d and isinstance(d["betas"], list):
+        d["betas"] = tuple(d["betas"])
+    return cls(**d)
 
 # %% ../chapters/03-gpt/03-pretraining.ipynb #522c56d3
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -289,22 +205,16 @@ def configure_optimizer(
     betas: tuple[float, float] = (0.9, 0.95),
     *,
     fused: bool | None = None,
-    flat: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW with two parameter groups: weight decay on the matrices (every
-    parameter with 2 or more
-    dimensions: linear layers and embeddings), none on biases and LayerNorm
-    gains. A tied parameter
-    appears once.
+    parameter with 2 or more dimensions: linear layers and embeddings), none
+    on biases and LayerNorm gains. A tied parameter appears once.
 
     ``fused`` selects PyTorch's fused AdamW kernel, one pass over all
-    parameters instead of several
-    passes per tensor; the default uses it when every parameter is a
-    floating-point tensor on a CPU or
-    CUDA device. It is the same algorithm; results differ from the unfused one
-    only by float rounding.
-    ``flat=True`` returns a :class:`FlatAdamW`, which moves the parameters into
-    one buffer per group."""
+    parameters instead of several passes per tensor; the default uses it
+    when every parameter is a floating-point tensor on a CPU or CUDA device.
+    It is the same algorithm; results differ from the unfused one only by
+    float rounding."""
     # named_parameters lists a shared tensor once
     params = dict(model.named_parameters())
     decay = [p for p in params.values() if p.requires_grad and p.dim() >= 2]
@@ -318,700 +228,222 @@ def configure_optimizer(
             p.device.type in ("cpu", "cuda") and p.is_floating_point()
             for p in decay + no_decay
         )
-    optimizer_class = FlatAdamW if flat else torch.optim.AdamW
-    return optimizer_class(groups, lr=learning_rate, betas=betas, fused=fused)
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #ae2b27de
-def _flatten_group(members: list[nn.Parameter]) -> nn.Parameter:
-    """One buffer holding ``members`` (and one for their gradients); each
-    member becomes a view of its slice."""
-    first = members[0]
-    total = sum(p.numel() for p in members)
-    data = torch.empty(total, dtype=first.dtype, device=first.device)
-    grad = torch.zeros_like(data)
-    offset = 0
-    for p in members:
-        n = p.numel()
-        view = data[offset : offset + n].view(p.shape)
-        view.copy_(p.detach())
-        grad_view = grad[offset : offset + n].view(p.shape)
-        if p.grad is not None:  # a gradient already there is kept
-            grad_view.copy_(p.grad)
-        p.data = view
-        p.grad = grad_view
-        offset += n
-    flat = nn.Parameter(data)
-    flat.grad = grad
-    return flat
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #b7412a08
-class FlatAdamW(torch.optim.AdamW):
-    """AdamW over parameters gathered into one contiguous buffer per parameter
-    group.
-
-    Each parameter's data becomes a view of its slice of its group's buffer,
-    with unchanged values, and its
-    ``.grad`` a view of the same slice of a gradient buffer, so
-    back-propagation adds into the buffer. The
-    update, clipping (``torch.nn.utils.clip_grad_norm_`` of the flat parameters
-    of ``param_groups``) and
-    :meth:`zero_grad` then act on a few large tensors instead of many small
-    ones. The update is AdamW's,
-    element by element; unlike ``torch.optim.AdamW``, which skips a parameter
-    whose ``.grad`` is None,
-    every parameter is stepped at every step (with a zero gradient if it got
-    none).
-
-    A group's parameters must be distinct tensors that require gradients, of
-    one floating-point dtype on one device. :meth:`state_dict` and
-    :meth:`load_state_dict` use the per-parameter layout of
-    ``torch.optim.AdamW`` over the same groups, so their checkpoints are
-    interchangeable. :meth:`release` gives every parameter its own memory back;
-    the optimizer cannot step afterwards."""
-
-    def __init__(self, params: Any, **kwargs: Any) -> None:
-        groups = list(params)
-        if groups and not isinstance(groups[0], Mapping):
-            groups = [{"params": groups}]
-        self._members: list[list[nn.Parameter]] = []
-        flat_groups = []
-        seen: set[int] = set()
-        for number, group in enumerate(groups):
-            members = list(group["params"])
-            if any(id(p) in seen for p in members) or len(
-                {id(p) for p in members}
-            ) < len(members):
-                raise ValueError(
-                    f"FlatAdamW: group {number} lists a parameter twice (or "
-                    "one another group lists)"
-                )
-            seen.update(id(p) for p in members)
-            if any(
-                not isinstance(p, Tensor) or not p.requires_grad
-                for p in members
-            ):
-                raise ValueError(
-                    f"FlatAdamW: every parameter of group {number} must be a "
-                    "tensor that requires grad"
-                )
-            kinds = {(p.dtype, p.device) for p in members}
-            if len(kinds) > 1 or any(
-                not dtype.is_floating_point for dtype, _ in kinds
-            ):
-                raise ValueError(
-                    f"FlatAdamW: the parameters of group {number} must share "
-                    "one floating-point dtype "
-                    "and one device to share a buffer; got "
-                    f"{sorted(map(str, kinds))}"
-                )
-            self._members.append(members)
-            flat_groups.append(
-                {
-                    **group,
-                    "params": [_flatten_group(members)] if members else [],
-                }
-            )
-        super().__init__(flat_groups, **kwargs)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the gradient buffers in place (whatever ``set_to_none`` says:
-        the parameters' gradients are
-        views of the buffers and must stay so)."""
-        for group in self.param_groups:
-            for flat in group["params"]:
-                flat.grad.zero_()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state in the per-parameter layout of ``torch.optim.AdamW`` over
-        the same groups (copies)."""
-        return _per_parameter_state(super().state_dict(), self._members)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state in the per-parameter layout (from :meth:`state_dict` or
-        ``torch.optim.AdamW``)."""
-        super().load_state_dict(_flat_state(state_dict, self._members))
-
-    def release(self) -> None:
-        """Give every parameter its own memory (same values) and drop the
-        gradients (None)."""
-        for members in self._members:
-            for p in members:
-                p.data = p.data.clone()
-                p.grad = None
-        for group in self.param_groups:
-            group["params"] = []
-        self.state.clear()
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #1cfcd1c2
-def _per_parameter_state(
-    flat_state: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
-) -> dict[str, Any]:
-    """A flat optimizer's state (one entry per group) in the layout of
-    ``torch.optim.AdamW`` over the real
-    parameters (one entry per parameter, each a copy of its slice)."""
-    state: dict[int, dict[str, Any]] = {}
-    groups = []
-    index = 0
-    for group, members in zip(flat_state["param_groups"], members_per_group):
-        saved = (
-            flat_state["state"].get(group["params"][0])
-            if group["params"]
-            else None
-        )
-        ids = []
-        offset = 0
-        for p in members:
-            n = p.numel()
-            if saved is not None:
-                state[index] = {
-                    key: (
-                        value[offset : offset + n].view(p.shape).clone()
-                        if isinstance(value, Tensor) and value.dim()
-                        else value.clone()
-                        if isinstance(value, Tensor)
-                        else value
-                    )
-                    for key, value in saved.items()
-                }
-            ids.append(index)
-            index += 1
-            offset += n
-        groups.append({**group, "params": ids})
-    return {"state": state, "param_groups": groups}
-
-
-def _flat_state(
-    state_dict: Mapping[str, Any], members_per_group: list[list[nn.Parameter]]
-) -> dict[str, Any]:
-    """The inverse of :func:`_per_parameter_state`: a per-parameter state (from
-    ``FlatAdamW.state_dict`` or
-    ``torch.optim.AdamW``) as a flat optimizer's, with each group's tensors
-    concatenated. Refuses states that
-    a flat optimizer cannot hold: other group sizes, other shapes, or
-    parameters of a group at other steps."""
-    groups = state_dict["param_groups"]
-    have = [len(g["params"]) for g in groups]
-    want = [len(m) for m in members_per_group]
-    if have != want:
-        raise ValueError(
-            f"FlatAdamW.load_state_dict: the state has groups of {have} "
-            "parameters, this "
-            f"optimizer groups of {want}"
-        )
-    flat_state: dict[int, dict[str, Any]] = {}
-    flat_groups = []
-    index = 0
-    for number, (group, members) in enumerate(zip(groups, members_per_group)):
-        if not members:
-            flat_groups.append({**group, "params": []})
-            continue
-        per_param = [state_dict["state"].get(i) for i in group["params"]]
-        if any(s is not None for s in per_param):
-            if (
-                any(s is None for s in per_param)
-                or len({tuple(sorted(s)) for s in per_param}) > 1
-            ):
-                raise ValueError(
-                    "FlatAdamW.load_state_dict: some parameters of group "
-                    f"{number} have no state "
-                    "or other keys; a flat optimizer steps a group's "
-                    "parameters together"
-                )
-            merged: dict[str, Any] = {}
-            for key, first in per_param[0].items():
-                if isinstance(first, Tensor) and first.dim():
-                    if any(
-                        s[key].shape != p.shape
-                        for s, p in zip(per_param, members)
-                    ):
-                        raise ValueError(
-                            f"FlatAdamW.load_state_dict: a {key!r} of group "
-                            f"{number} does not "
-                            f"have its parameter's shape"
-                        )
-                    merged[key] = torch.cat(
-                        [s[key].reshape(-1) for s in per_param]
-                    )
-                else:
-                    if any(
-                        not torch.equal(
-                            torch.as_tensor(s[key]), torch.as_tensor(first)
-                        )
-                        for s in per_param
-                    ):
-                        raise ValueError(
-                            "FlatAdamW.load_state_dict: the parameters of "
-                            f"group {number} differ "
-                            f"in {key!r}; a flat optimizer steps a group's "
-                            "parameters together"
-                        )
-                    # not shared
-                    merged[key] = (
-                        first.clone() if isinstance(first, Tensor) else first
-                    )
-            flat_state[index] = merged
-        flat_groups.append({**group, "params": [index]})
-        index += 1
-    return {"state": flat_state, "param_groups": flat_groups}
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #0dc529e3
-@torch.no_grad()
-def estimate_loss(
-    model: GPT,
-    ids: Tensor,
-    block_size: int,
-    batch_size: int,
-    eval_iters: int,
-    seed: int = 0,
-) -> float:
-    """The mean loss of ``model`` over ``eval_iters`` random batches of
-    ``ids``, in eval mode (no dropout).
-
-    The batches come from a generator of their own seeded with ``seed``, so
-    every call with the same seed
-    sees the same batches and the training's random streams are not touched.
-    They are drawn on the CPU and
-    moved to the model's device.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        total = torch.zeros((), device=device)
-        for _ in range(eval_iters):
-            x, y = get_batch(
-                ids,
-                block_size,
-                batch_size,
-                generator,
-                context=model.config.block_size,
-            )
-            total += model(x.to(device), y.to(device))[1].float()
-    finally:
-        model.train(was_training)
-    return total.item() / eval_iters
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #05fe5f93
-@dataclass
-class History:
-    """What happened during training, for plots: per step the training loss (of
-    that step's batch), the
-    learning rate and the seconds since the start; at each evaluation the mean
-    train and validation loss."""
-
-    step: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    elapsed: list[float] = field(default_factory=list)
-    eval_step: list[int] = field(default_factory=list)
-    eval_train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, list]:
-        """The history as a dict of lists (JSON-able)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> History:
-        """The history from a dict such as :meth:`to_dict` writes."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        if (
-            not isinstance(d, Mapping)
-            or set(d) != set(known)
-            or not all(isinstance(v, list) for v in d.values())
-        ):
-            raise ValueError(
-                f"History.from_dict: expected a dict of the lists {known}"
-            )
-        return cls(**{k: list(d[k]) for k in known})
-
-    def truncate(self, step: int) -> History:
-        """A copy with only the records before optimizer step ``step``
-        (evaluations before ``step`` too)."""
-        n = sum(s < step for s in self.step)
-        m = sum(s < step for s in self.eval_step)
-        return History(
-            self.step[:n],
-            self.train_loss[:n],
-            self.lr[:n],
-            self.elapsed[:n],
-            self.eval_step[:m],
-            self.eval_train_loss[:m],
-            self.val_loss[:m],
-        )
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #c1478090
-CHECKPOINT_FORMAT = "gptlib.checkpoint"
-CHECKPOINT_VERSION = 1
-_PICKLE_FREE = (
-    "model.safetensors",
-    "optimizer.safetensors",
-    "tokenizer.json",
-    "checkpoint.json",
-)
-
-
-def _b64(t: Tensor) -> str:
-    return base64.b64encode(t.contiguous().numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str) -> Tensor:
-    return torch.frombuffer(
-        bytearray(base64.b64decode(s, validate=True)), dtype=torch.uint8
-    ).clone()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _model_tensors(
-    model: nn.Module,
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The state dict with each shared tensor once, and a map alias -> kept
-    name for the others."""
-    kept: dict[str, Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen: dict[tuple[int, int, tuple], str] = {}
-    for name, t in model.state_dict(keep_vars=False).items():
-        key = (
-            t.untyped_storage().data_ptr(),
-            t.storage_offset(),
-            tuple(t.shape),
-        )
-        if key in seen:
-            aliases[name] = seen[key]
-        else:
-            seen[key] = name
-            kept[name] = t.detach().contiguous()
-    return kept, aliases
-
-
-def _optimizer_tensors(
-    state: Mapping[str, Any],
-) -> tuple[dict[str, Tensor], list[dict]]:
-    tensors: dict[str, Tensor] = {}
-    for idx, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if not isinstance(value, Tensor):
-                value = torch.tensor(value)
-            tensors[f"{idx}.{key}"] = value.detach().contiguous()
-    groups = [
-        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-        for g in state["param_groups"]
-    ]
-    return tensors, groups
-
-
-def _atomic_dir_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder with ``write(tmp)`` into a temporary folder next to
-    ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-    )
-    try:
-        write(tmp)
-        # a folder cannot be renamed over a full one: move the old one aside
-        # first
-        if path.exists():
-            old = Path(
-                tempfile.mkdtemp(
-                    dir=path.parent, prefix=f".{path.name}.", suffix=".old"
-                )
-            )
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: GPT,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    step: int = 0,
-    tokenizer: CharTokenizer | BPETokenizer | None = None,
-    train_config: TrainConfig | None = None,
-    generator: torch.Generator | None = None,
-    history: History | None = None,
-) -> Path:
-    """Write a checkpoint folder at ``path`` and return it:
-    ``model.safetensors`` (each tied weight once),
-    ``optimizer.safetensors`` (if ``optimizer``), ``tokenizer.json`` (if
-    ``tokenizer``) and
-    ``checkpoint.json`` (format, model and train config, step, optimizer
-    hyper-parameters, PyTorch's global RNG state and the data ``generator``'s
-    state, the ``history`` and a SHA-256 of every other file). No pickle. The
-    folder appears whole or not at all (written beside it, then renamed)."""
-    if not isinstance(model, GPT):
-        raise ValueError(
-            "save_checkpoint: model must be a gptlib.model.GPT, got "
-            f"{type(model).__name__}"
-        )
-    _check_int("step", step, 0, "save_checkpoint")
-    tensors, aliases = _model_tensors(model)
-    meta: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "step": step,
-        "model_config": model.config.to_dict(),
-        "tied": aliases,
-        "train_config": None
-        if train_config is None
-        else train_config.to_dict(),
-        "torch_rng_state": _b64(torch.get_rng_state()),
-        "data_rng_state": None
-        if generator is None
-        else _b64(generator.get_state()),
-        "history": None if history is None else history.to_dict(),
-        "optimizer_param_groups": None,
-        "tokenizer": None,
-        "sha256": {},
-    }
-
-    def write(tmp: Path) -> None:
-        save_file(
-            tensors, tmp / "model.safetensors", metadata={"format": "pt"}
-        )
-        if optimizer is not None:
-            opt_tensors, groups = _optimizer_tensors(optimizer.state_dict())
-            save_file(
-                opt_tensors,
-                tmp / "optimizer.safetensors",
-                metadata={"format": "pt"},
-            )
-            meta["optimizer_param_groups"] = groups
-        if tokenizer is not None:
-            if not isinstance(tokenizer, (CharTokenizer, BPETokenizer)):
-                raise ValueError(
-                    "save_checkpoint: tokenizer must be a CharTokenizer or "
-                    "BPETokenizer, "
-                    f"got {type(tokenizer).__name__}"
-                )
-            tokenizer.save(tmp / "tokenizer.json")
-            meta["tokenizer"] = type(tokenizer).__name__
-        for f in sorted(tmp.iterdir()):
-            meta["sha256"][f.name] = _sha256(f)
-        (tmp / "checkpoint.json").write_text(
-            json.dumps(meta), encoding="utf-8"
-        )
-
-    path = Path(path)
-    _atomic_dir_write(path, write)
-    return path
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #e04e7322
-@dataclass
-class Checkpoint:
-    """A checkpoint read by :func:`load_checkpoint`: the model (weights
-    loaded), its config, the step, and
-    whatever else was saved (None where it was not)."""
-
-    model: GPT
-    config: GPTConfig
-    step: int
-    train_config: TrainConfig | None
-    tokenizer: CharTokenizer | BPETokenizer | None
-    optimizer_state: dict[str, Any] | None
-    torch_rng_state: Tensor
-    data_rng_state: Tensor | None
-    history: History | None
-
-
-def _read_tensors(path: Path, what: str) -> dict[str, Tensor]:
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(
-            f"load_checkpoint: {path} is not a readable safetensors file "
-            f"({what}; truncated or "
-            f"damaged?): {e}"
-        ) from None
-
-
-def load_checkpoint(
-    path: str | os.PathLike, *, config: GPTConfig | None = None
-) -> Checkpoint:
-    """Read a checkpoint folder written by :func:`save_checkpoint`.
-
-    Everything is checked before a model is returned: the files' checksums, the
-    format, the config (equal to ``config`` when one is given), and every
-    tensor's name, shape and dtype against a model built from the config. Any
-    problem raises ValueError (FileNotFoundError if there is no checkpoint at
-    ``path``) naming it; a partly loaded model is never returned. Uses
-    safetensors and JSON only, never pickle."""
-    path = Path(path)
-    meta_path = path / "checkpoint.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"load_checkpoint: no checkpoint at {path} (no checkpoint.json)"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"load_checkpoint: {meta_path} is not valid JSON (truncated or "
-            f"damaged?): {e}"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"load_checkpoint: {meta_path} is not a gptlib checkpoint"
-        )
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            "load_checkpoint: checkpoint format version "
-            f"{meta.get('version')!r}; this gptlib reads "
-            f"version {CHECKPOINT_VERSION}"
-        )
-    sums = meta.get("sha256")
-    if not isinstance(sums, dict) or "model.safetensors" not in sums:
-        raise ValueError(f"load_checkpoint: {meta_path} lists no checksums")
-    for name, digest in sums.items():
-        f = path / name
-        if name not in _PICKLE_FREE or not f.is_file():
-            raise ValueError(
-                f"load_checkpoint: the checkpoint lists {name!r}, which is "
-                "missing or not allowed"
-            )
-        if _sha256(f) != digest:
-            raise ValueError(
-                f"load_checkpoint: {f} does not match its checksum (damaged "
-                "or changed)"
-            )
-    try:
-        model_config = GPTConfig.from_dict(meta["model_config"])
-        train_config = (
-            None
-            if meta["train_config"] is None
-            else TrainConfig.from_dict(meta["train_config"])
-        )
-        history = (
-            None
-            if meta["history"] is None
-            else History.from_dict(meta["history"])
-        )
-        step = meta["step"]
-        _check_int("step", step, 0, "checkpoint")
-        torch_rng = _unb64(meta["torch_rng_state"])
-        data_rng = (
-            None
-            if meta["data_rng_state"] is None
-            else _unb64(meta["data_rng_state"])
-        )
-        aliases = dict(meta["tied"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(
-            f"load_checkpoint: {meta_path} is incomplete or invalid: {e!r}"
-        ) from None
-    if config is not None and config != model_config:
-        diff = {
-            k: (v, getattr(config, k))
-            for k, v in model_config.to_dict().items()
-            if getattr(config, k) != v
-        }
-        raise ValueError(
-            "load_checkpoint: the checkpoint is of another model config; "
-            "(checkpoint, expected) "
-            f"differ in {diff}"
-        )
-
-    model = GPT(model_config)
-    expected, expected_aliases = _model_tensors(model)
-    if aliases != expected_aliases:
-        raise ValueError(
-            f"load_checkpoint: the checkpoint ties {aliases}, the model ties "
-            f"{expected_aliases}"
-        )
-    tensors = _read_tensors(path / "model.safetensors", "model weights")
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            "load_checkpoint: the weights do not fit the config: missing "
-            f"{missing}, unexpected {extra}"
-        )
-    for name, t in expected.items():
-        if tensors[name].shape != t.shape or tensors[name].dtype != t.dtype:
-            raise ValueError(
-                f"load_checkpoint: tensor {name!r} has shape "
-                f"{tuple(tensors[name].shape)} and dtype "
-                f"{tensors[name].dtype}; the config needs {tuple(t.shape)} "
-                f"and {t.dtype}"
-            )
-    state = dict(tensors)
-    for alias, kept in aliases.items():
-        state[alias] = tensors[kept]
-    model.load_state_dict(state, strict=True)
-
-    optimizer_state = None
-    if meta.get("optimizer_param_groups") is not None:
-        if "optimizer.safetensors" not in sums:
-            raise ValueError(
-                "load_checkpoint: optimizer hyper-parameters without "
-                "optimizer.safetensors"
-            )
-        opt = _read_tensors(path / "optimizer.safetensors", "optimizer state")
-        per_param: dict[int, dict[str, Tensor]] = {}
-        for key, t in opt.items():
-            idx, _, name = key.partition(".")
-            if not idx.isdigit() or not name:
-                raise ValueError(
-                    f"load_checkpoint: unexpected optimizer tensor {key!r}"
-                )
-            per_param.setdefault(int(idx), {})[name] = t
-        groups = [
-            {k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
-            for g in meta["optimizer_param_groups"]
-        ]
-        optimizer_state = {"state": per_param, "param_groups": groups}
-    tokenizer = None
-    if meta.get("tokenizer") is not None:
-        classes = {
-            "CharTokenizer": CharTokenizer,
-            "BPETokenizer": BPETokenizer,
-        }
-        if meta["tokenizer"] not in classes or "tokenizer.json" not in sums:
-            raise ValueError(
-                f"load_checkpoint: unknown tokenizer {meta['tokenizer']!r} or "
-                "no tokenizer.json"
-            )
-        tokenizer = classes[meta["tokenizer"]].load(path / "tokenizer.json")
-        if tokenizer.vocab_size != model_config.vocab_size:
-            raise ValueError(
-                f"load_checkpoint: the tokenizer has {tokenizer.vocab_size} "
-                "ids, the model "
-                f"vocab_size={model_config.vocab_size}"
-            )
-    return Checkpoint(
-        model,
-        model_config,
-        step,
-        train_config,
-        tokenizer,
-        optimizer_state,
-        torch_rng,
-        data_rng,
-        history,
+    return torch.optim.AdamW(
+        groups, lr=learning_rate, betas=betas, fused=fused
     )
 
-# %% ../chapters/03-gpt/03-pretraining.ipynb #cf262d50
+# %% ../chapters/03-gpt/03-pretraining.ipynb #d239f1cd
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or infinite."""
 
 
+def _check_splits(
+    model: GPT, train_ids: Any, val_ids: Any, config: TrainConfig
+) -> tuple[Tensor, Tensor, int]:
+    """Both splits as token tensors, checked against the model, and the
+    length of the training windows; fails now, not at the first
+    evaluation."""
+    if not isinstance(model, GPT):
+        raise ValueError(
+            "train: model must be a gptlib.model.GPT, got "
+            f"{type(model).__name__}"
+        )
+    if not isinstance(config, TrainConfig):
+        raise ValueError(
+            f"train: config must be a TrainConfig, got {type(config).__name__}"
+        )
+    context = model.config.block_size
+    block_size = context if config.block_size is None else config.block_size
+    splits = []
+    for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
+        ids = as_token_tensor(ids, name)
+        get_batch(ids[: block_size + 1], block_size, 1, context=context)
+        if ids.min() < 0 or ids.max() >= model.config.vocab_size:
+            raise ValueError(
+                f"train: {name} holds ids outside the vocabulary [0, "
+                f"{model.config.vocab_size})"
+            )
+        splits.append(ids)
+    return splits[0], splits[1], block_size
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #09a9ab22
+def _restore(
+    resume: str | os.PathLike | Checkpoint,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, History]:
+    """Load a checkpoint's weights, optimizer state and random states into
+    the run; returns its step and its history up to that step."""
+    ckpt = (
+        resume
+        if isinstance(resume, Checkpoint)
+        else load_checkpoint(resume, config=model.config)
+    )
+    if ckpt.config != model.config:
+        raise ValueError(
+            f"train: cannot resume a {ckpt.config} checkpoint into a "
+            f"{model.config} model"
+        )
+    if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
+        raise ValueError(
+            "train: the checkpoint has no optimizer or data RNG state, so it "
+            "cannot be resumed"
+        )
+    model.load_state_dict(ckpt.model.state_dict())
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    generator.set_state(ckpt.data_rng_state)
+    torch.set_rng_state(ckpt.torch_rng_state)
+    if ckpt.history is None:
+        return ckpt.step, History()
+    return ckpt.step, ckpt.history.truncate(ckpt.step)
+
+
+def _save(
+    path: Path, model: GPT, step: int, write: bool, **saved: Any
+) -> None:
+    """A checkpoint at ``path`` after ``step`` steps (written if ``write``:
+    one process of several writes), unless a weight is no longer finite:
+    then training stops and the last good one stays."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise NonFiniteLossError(
+            f"train: a weight is NaN or infinite after step {step - 1}; "
+            "training stopped without writing a checkpoint (the last good "
+            f"one stays in {path})"
+        )
+    if write:
+        save_checkpoint(path, model, step=step, **saved)
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #a263274b
+def _evaluate(
+    model: GPT,
+    history: History,
+    step: int,
+    splits: tuple[Tensor, Tensor],
+    block_size: int,
+    config: TrainConfig,
+) -> None:
+    """Append both splits' mean loss at ``step`` to ``history`` (once per
+    step). The batches are the same at every evaluation and come from their
+    own stream, apart from the training batches'."""
+    if history.eval_step and history.eval_step[-1] == step:
+        return
+    c = config
+    history.eval_step.append(step)
+    for ids, losses in zip(
+        splits, (history.eval_train_loss, history.val_loss)
+    ):
+        losses.append(
+            estimate_loss(
+                model, ids, block_size, c.batch_size, c.eval_iters, c.seed + 1
+            )
+        )
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #c82b9fea
+@dataclass
+class _Run:
+    """What :func:`train` sets up before its loop."""
+
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # the training batches' random stream
+    history: History
+    start: int  # the first step to take
+    rows: slice  # this process's rows of every batch
+    world: int  # the number of processes
+    rank: int
+    autocast: torch.autocast
+
+
+def _set_up(
+    model: GPT,
+    config: TrainConfig,
+    resume: str | os.PathLike | Checkpoint | None,
+) -> _Run:
+    c = config
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (
+        (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    )
+    if c.batch_size % world:
+        raise ValueError(
+            f"train: batch_size={c.batch_size} does not split evenly among "
+            f"{world} processes; use a multiple of {world}"
+        )
+    device = next(model.parameters()).device
+    optimizer = configure_optimizer(
+        model, c.learning_rate, c.weight_decay, c.betas
+    )
+    net: nn.Module = model
+    if distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    generator, start, history = torch.Generator(), 0, History()
+    if resume is not None:
+        start, history = _restore(resume, model, optimizer, generator)
+    else:
+        generator.manual_seed(c.seed)
+        torch.manual_seed(c.seed + rank)  # dropout: each process its own
+    if start > c.max_iters:
+        raise ValueError(
+            f"train: the checkpoint is at step {start}, beyond "
+            f"max_iters={c.max_iters}"
+        )
+    rows = slice(
+        rank * c.batch_size // world, (rank + 1) * c.batch_size // world
+    )
+    bf16 = c.dtype == "bfloat16"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return _Run(
+        net, optimizer, generator, history, start, rows, world, rank, autocast
+    )
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #927b9c03
+def _mean_loss(loss: Tensor, world: int) -> float:
+    """The loss as a float: with several processes, the mean over the whole
+    batch, the same number in every process."""
+    if world == 1:
+        return loss.item()
+    mean = loss.detach().clone()
+    dist.all_reduce(mean)
+    return mean.item() / world
+
+
+def _step(
+    run: _Run,
+    batch: tuple[Tensor, Tensor],
+    lr: float,
+    to_clip: list[Tensor],
+    config: TrainConfig,
+    step: int,
+    out: Path | None,
+) -> float:
+    """One optimizer step at learning rate ``lr`` on ``batch``; returns the
+    loss. A NaN or infinite loss stops training before the weights change
+    (``out``: the checkpoint folder, for the message)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with run.autocast:
+        _, loss = run.net(*batch)
+    loss_value = _mean_loss(loss, run.world)
+    if not math.isfinite(loss_value):
+        kept = (
+            ""
+            if out is None or not out.exists()
+            else (f"; the last good checkpoint is {out}")
+        )
+        raise NonFiniteLossError(
+            f"train: the loss is {loss_value} at step {step} (learning rate "
+            f"{lr:.3g}); training stopped{kept}"
+        )
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(to_clip, config.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_value
+
+# %% ../chapters/03-gpt/03-pretraining.ipynb #f6c8eeec
 def train(
     model: GPT,
     train_ids: Any,
@@ -1024,214 +456,52 @@ def train(
     show_progress: bool = True,
 ) -> History:
     """Train ``model`` in place on the token ids ``train_ids`` and return the
-    :class:`History`.
+    :class:`History`: the loop above, plus evaluation, checkpoints and resume.
 
-    Each step: the learning rate of :func:`learning_rate`, a batch from
-    :func:`get_batch`, the loss, the
-    gradients clipped to ``config.grad_clip``, one AdamW step
-    (:class:`FlatAdamW` from
-    :func:`configure_optimizer`, per tensor if the parameters differ in dtype
-    or device). Every
-    ``config.eval_interval`` steps and at the end, :func:`estimate_loss` on
-    both splits. With
-    ``config.checkpoint_dir``, checkpoints (:func:`save_checkpoint`, with
-    ``tokenizer``) go there.
-    ``resume`` (a checkpoint folder or :class:`Checkpoint` of this model's
-    config) restores weights, optimizer, step, random states and history, and
-    training continues exactly as if never interrupted.
-    ``callback(step, model)`` runs after each evaluation. A NaN or infinite
-    loss raises
-    :class:`NonFiniteLossError`, leaving the last good checkpoint on disk. The
-    global PyTorch RNG is seeded
-    with ``config.seed`` (dropout) unless resuming.
-
-    The model trains on the device it is on (batches are drawn on the CPU and
-    moved there). Started by
-    ``torchrun`` after ``torch.distributed.init_process_group``, it trains
-    data-parallel with
-    :class:`~torch.nn.parallel.DistributedDataParallel`: every process draws
-    the same batch of
-    ``config.batch_size`` windows and takes its own equal share of the rows, so
-    the averaged gradient, and the step, are those of the whole batch in one
-    process. Only process 0 shows progress and writes checkpoints; every
-    process returns the same history, except ``elapsed``, which is its own
-    clock. (Each process evaluates every batch itself, and a resumed run
-    restores process 0's random state everywhere, so with dropout a resumed
-    multi-process run is not bit-for-bit the uninterrupted one.)"""
-    if not isinstance(model, GPT):
-        raise ValueError(
-            "train: model must be a gptlib.model.GPT, got "
-            f"{type(model).__name__}"
-        )
-    if not isinstance(config, TrainConfig):
-        raise ValueError(
-            f"train: config must be a TrainConfig, got {type(config).__name__}"
-        )
+    Every ``config.eval_interval`` steps and at the end both splits'
+    :func:`estimate_loss` is recorded and ``callback(step, model)`` runs.
+    With ``config.checkpoint_dir``, checkpoints (with ``tokenizer``) are
+    written there. ``resume`` (a checkpoint folder or :class:`Checkpoint`)
+    restores weights, optimizer, step, random states and history: training
+    continues exactly as if never interrupted. A NaN or infinite loss raises
+    :class:`NonFiniteLossError`, leaving the last good checkpoint on disk.
+    The model trains on its own device; under ``torchrun`` (after
+    ``init_process_group``) it trains data-parallel with
+    DistributedDataParallel, each process taking its share of every batch,
+    and only process 0 shows progress and writes checkpoints."""
     c = config
-    train_ids = as_token_tensor(train_ids, "train_ids")
-    val_ids = as_token_tensor(val_ids, "val_ids")
-    context = model.config.block_size
-    block_size = context if c.block_size is None else c.block_size
-    # fail now, not at the first evaluation
-    for name, ids in (
-        ("train_ids", train_ids),
-        ("val_ids", val_ids),
-    ):
-        get_batch(ids[: block_size + 1], block_size, 1, context=context)
-        if ids.numel() and (
-            ids.min() < 0 or ids.max() >= model.config.vocab_size
-        ):
-            raise ValueError(
-                f"train: {name} holds ids outside the vocabulary [0, "
-                f"{model.config.vocab_size})"
-            )
-
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (
-        (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    )
-    if c.batch_size % world:
-        raise ValueError(
-            f"train: batch_size={c.batch_size} does not split evenly among "
-            f"{world} processes; "
-            f"use a multiple of {world}"
-        )
+    train_ids, val_ids, block = _check_splits(model, train_ids, val_ids, c)
+    run = _set_up(model, c, resume)
+    opt, history = run.optimizer, run.history
     device = next(model.parameters()).device
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=c.dtype == "bfloat16"
+    to_clip = [p for group in opt.param_groups for p in group["params"]]
+    out = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
+    every = c.checkpoint_interval or c.eval_interval
+    saved = dict(
+        optimizer=opt,
+        tokenizer=tokenizer,
+        train_config=c,
+        generator=run.generator,
+        history=history,
     )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # one buffer per group needs one dtype and device
-    flat = len({(p.dtype, p.device) for p in trainable}) == 1
-    optimizer = configure_optimizer(
-        model, c.learning_rate, c.weight_decay, c.betas, flat=flat
+    offset = history.elapsed[-1] if history.elapsed else 0.0
+    t0 = time.perf_counter()
+
+    def evaluate(step: int) -> None:
+        with run.autocast:
+            _evaluate(model, history, step, (train_ids, val_ids), block, c)
+        if callback is not None:
+            callback(step, model)
+
+    model.train()
+    bar = progress(
+        range(run.start, c.max_iters),
+        total=c.max_iters,
+        initial=run.start,
+        desc="training",
+        disable=not show_progress or run.rank != 0,
     )
-    # a flat optimizer gives the parameters their own memory back, however
-    # training ends
-    try:
-        # this process's share
-        rows = slice(
-            rank * c.batch_size // world, (rank + 1) * c.batch_size // world
-        )
-        net: nn.Module = model
-        # after the optimizer, which may move the parameters into its buffers
-        if distributed:
-            net = DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-            )
-        to_clip = [
-            p for group in optimizer.param_groups for p in group["params"]
-        ]
-        generator = torch.Generator()
-        start = 0
-        history = History()
-        if resume is not None:
-            ckpt = (
-                resume
-                if isinstance(resume, Checkpoint)
-                else load_checkpoint(resume, config=model.config)
-            )
-            if ckpt.config != model.config:
-                raise ValueError(
-                    f"train: cannot resume a {ckpt.config} checkpoint into a "
-                    f"{model.config} model"
-                )
-            if ckpt.optimizer_state is None or ckpt.data_rng_state is None:
-                raise ValueError(
-                    "train: the checkpoint has no optimizer or data RNG "
-                    "state, so it cannot be resumed"
-                )
-            model.load_state_dict(ckpt.model.state_dict())
-            optimizer.load_state_dict(ckpt.optimizer_state)
-            generator.set_state(ckpt.data_rng_state)
-            torch.set_rng_state(ckpt.torch_rng_state)
-            start = ckpt.step
-            history = (
-                ckpt.history.truncate(start)
-                if ckpt.history is not None
-                else History()
-            )
-        else:
-            generator.manual_seed(c.seed)
-            # dropout: each process its own masks
-            torch.manual_seed(c.seed + rank)
-        if start > c.max_iters:
-            raise ValueError(
-                f"train: the checkpoint is at step {start}, beyond "
-                f"max_iters={c.max_iters}"
-            )
-
-        ckpt_dir = None if c.checkpoint_dir is None else Path(c.checkpoint_dir)
-        ckpt_every = c.checkpoint_interval or c.eval_interval
-        offset = history.elapsed[-1] if history.elapsed else 0.0
-        t0 = time.perf_counter()
-
-        def checkpoint(step: int) -> None:
-            # never overwrite a good one with NaNs
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise NonFiniteLossError(
-                    "train: a weight is NaN or infinite after step "
-                    f"{step - 1}; training stopped "
-                    "without writing a checkpoint (the last good one stays "
-                    f"in {ckpt_dir})"
-                )
-            if (
-                rank != 0
-                # every process checks (same weights, so all stop together);
-                # one
-                # writes
-            ):
-                return
-            save_checkpoint(
-                ckpt_dir,
-                model,
-                optimizer=optimizer,
-                step=step,
-                tokenizer=tokenizer,
-                train_config=c,
-                generator=generator,
-                history=history,
-            )
-
-        def evaluate(step: int) -> None:
-            if history.eval_step and history.eval_step[-1] == step:
-                return
-            seed = (
-                c.seed + 1
-                # the same evaluation batches every time, apart from the
-                # training
-                # batches' stream
-            )
-            history.eval_step.append(step)
-            # every process evaluates the same batches and gets the same
-            # numbers
-            with autocast:
-                for ids, losses in (
-                    (train_ids, history.eval_train_loss),
-                    (val_ids, history.val_loss),
-                ):
-                    losses.append(
-                        estimate_loss(
-                            model,
-                            ids,
-                            block_size,
-                            c.batch_size,
-                            c.eval_iters,
-                            seed,
-                        )
-                    )
-            if callback is not None:
-                callback(step, model)
-
-        model.train()
-        bar = progress(
-            range(start, c.max_iters),
-            total=c.max_iters,
-            initial=start,
-            desc="training",
-            disable=not show_progress or rank != 0,
-        )
+    with bar:
         for step in bar:
             if step % c.eval_interval == 0:
                 evaluate(step)
@@ -1239,267 +509,16 @@ def train(
                     val=f"{history.val_loss[-1]:.3f}", refresh=False
                 )
             lr = learning_rate(step, c)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = get_batch(train_ids, block_size, c.batch_size, generator)
-            if world > 1:
-                x, y = x[rows], y[rows]
-            if device.type != "cpu":
-                x, y = (
-                    x.to(device, non_blocking=True),
-                    y.to(device, non_blocking=True),
-                )
-            with autocast:
-                _, loss = net(x, y)
-            if (
-                world > 1
-                # the mean over the whole batch, the same number in every
-                # process
-            ):
-                mean = loss.detach().clone()
-                dist.all_reduce(mean)
-                loss_value = mean.item() / world
-            else:
-                loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                bar.close()
-                kept = (
-                    f"; the last good checkpoint is {ckpt_dir}"
-                    if ckpt_dir is not None and ckpt_dir.exists()
-                    else ""
-                )
-                raise NonFiniteLossError(
-                    f"train: the loss is {loss_value} at step {step} "
-                    f"(learning rate {lr:.3g}); "
-                    f"training stopped{kept}"
-                )
-            loss.backward()
-            if c.grad_clip is not None:
-                nn.utils.clip_grad_norm_(to_clip, c.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.step.append(step)
-            history.train_loss.append(loss_value)
-            history.lr.append(lr)
-            history.elapsed.append(offset + time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-            if (
-                ckpt_dir is not None
-                and (step + 1) % ckpt_every == 0
-                and step + 1 < c.max_iters
-            ):
-                checkpoint(step + 1)
-        bar.close()
-        evaluate(c.max_iters)
-        if ckpt_dir is not None:
-            checkpoint(c.max_iters)
-        if distributed:
-            # no process returns before the final checkpoint is on disk
-            dist.barrier()
-        return history
-    finally:
-        if isinstance(optimizer, FlatAdamW):
-            optimizer.release()
-
-# %% ../chapters/03-gpt/03-pretraining.ipynb #726a5212
-@dataclass(frozen=True)
-class Recipe:
-    """How to make a named pre-trained model: the tokenizer (``"char"``, or
-    ``"bpe"`` with ``bpe_vocab_size`` ids trained on the training text), the
-    model shape (GPTConfig fields but
-    ``vocab_size``), the
-    :class:`TrainConfig`, and optionally only the first ``max_chars``
-    characters of each split."""
-
-    tokenizer: str
-    model: Mapping[str, Any]
-    train: TrainConfig
-    bpe_vocab_size: int = 512
-    max_chars: int | None = None
-    seed: int = 0
-
-    def fingerprint(self) -> str:
-        """A short hash of everything in the recipe, so a changed recipe never
-        loads an old cache."""
-        d = {
-            "tokenizer": self.tokenizer,
-            "model": dict(self.model),
-            "train": self.train.to_dict(),
-            "bpe_vocab_size": self.bpe_vocab_size,
-            "max_chars": self.max_chars,
-            "seed": self.seed,
-            "checkpoint_format": CHECKPOINT_VERSION,
-            "optimizer": "FlatAdamW (fused kernel where supported), clipping "
-            "the flat gradients",
-            "gelu": "F.gelu, tanh form (gptlib.model.gelu)",
-        }
-        return hashlib.sha256(
-            json.dumps(d, sort_keys=True).encode()
-        ).hexdigest()[:12]
-
-
-RECIPES: dict[str, Recipe] = {
-    "shakespeare-char": Recipe(
-        "char",
-        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainConfig(
-            max_iters=2000,
-            batch_size=12,
-            learning_rate=1e-3,
-            min_lr=1e-4,
-            warmup_iters=100,
-            eval_interval=250,
-            eval_iters=20,
-        ),
-    ),
-    "shakespeare-bpe": Recipe(
-        "bpe",
-        dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainConfig(
-            max_iters=2000,
-            batch_size=12,
-            learning_rate=1e-3,
-            min_lr=1e-4,
-            warmup_iters=100,
-            eval_interval=250,
-            eval_iters=20,
-        ),
-        bpe_vocab_size=512,
-    ),
-}
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder of cached models: ``cache_dir``, else ``$GPTLIB_CACHE``, else
-    ``~/.cache/gptlib``."""
-    if cache_dir is None:
-        cache_dir = (
-            os.environ.get("GPTLIB_CACHE") or Path.home() / ".cache" / "gptlib"
-        )
-    return Path(cache_dir).expanduser()
-
-
-def train_recipe(
-    recipe: Recipe,
-    *,
-    show_progress: bool = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    compile: bool = False,
-) -> tuple[GPT, CharTokenizer | BPETokenizer, History]:
-    """Train a :class:`Recipe` from scratch, deterministically: the same recipe
-    gives the same weights.
-
-    The model trains on ``device``; ``compile=True`` compiles it in place with
-    ``torch.compile`` first (worth it on a GPU). In processes started by
-    torchrun, each builds the same tokenizer and initial model and
-    :func:`train` trains data-parallel."""
-    train_text, val_text = shakespeare_split()
-    if recipe.max_chars is not None:
-        train_text, val_text = (
-            train_text[: recipe.max_chars],
-            val_text[: recipe.max_chars],
-        )
-    if recipe.tokenizer == "char":
-        tokenizer: CharTokenizer | BPETokenizer = CharTokenizer.from_text(
-            train_text
-        )
-        # the alphabet is the training text's; a validation character it
-        # lacks (none in the full corpus, some in a short prefix) is dropped
-        known = set(tokenizer.chars)
-        val_text = "".join(ch for ch in val_text if ch in known)
-    elif recipe.tokenizer == "bpe":
-        tokenizer = BPETokenizer.train(train_text, recipe.bpe_vocab_size)
-    else:
-        raise ValueError(
-            "Recipe: tokenizer must be 'char' or 'bpe', got "
-            f"{recipe.tokenizer!r}"
-        )
-    train_ids = torch.tensor(tokenizer.encode(train_text))
-    val_ids = torch.tensor(tokenizer.encode(val_text))
-    set_seed(recipe.seed)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **recipe.model)).to(
-        device
-    )
-    if compile:
-        model.compile()  # in place: still a GPT
-    cfg = (
-        recipe.train
-        if checkpoint_dir is None
-        else dataclasses.replace(
-            recipe.train, checkpoint_dir=os.fspath(checkpoint_dir)
-        )
-    )
-    history = train(
-        model,
-        train_ids,
-        val_ids,
-        cfg,
-        tokenizer=tokenizer,
-        show_progress=show_progress,
-    )
-    return model, tokenizer, history
-
-
-def pretrained(
-    name: str,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    show_progress: bool = True,
-) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """The trained model and tokenizer of the recipe ``RECIPES[name]``.
-
-    It loads the cached checkpoint if there is one. **Otherwise it trains
-    the model first, on this machine** (deterministically; about two minutes
-    per book model on one CPU core) and caches it, so the first call can take
-    minutes. The checkpoint (with its training history) is the folder
-    :func:`pretrained_path` returns. Two processes asking at once train it
-    once: the second waits on a file lock (``filelock``, so it works on
-    Windows too) and then loads what the first saved."""
-    path = pretrained_path(name, cache_dir=cache_dir)
-    if not (path / "checkpoint.json").is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One process trains, the others wait here; the lock is released
-        # when the block ends, even if training fails.
-        with FileLock(path.parent / f"{path.name}.lock"):
-            if not (path / "checkpoint.json").is_file():
-                model, tokenizer, history = train_recipe(
-                    RECIPES[name], show_progress=show_progress
-                )
-                save_checkpoint(
-                    path,
-                    model,
-                    step=RECIPES[name].train.max_iters,
-                    tokenizer=tokenizer,
-                    train_config=RECIPES[name].train,
-                    history=history,
-                )
-    try:
-        ckpt = load_checkpoint(path)
-    except ValueError as e:
-        raise ValueError(
-            f"{e}\nThe cached model {name!r} is damaged; delete {path} and it "
-            "will be trained again"
-        ) from None
-    if ckpt.tokenizer is None:
-        raise ValueError(
-            f"the cached model {name!r} at {path} has no tokenizer; delete it "
-            "to train it again"
-        )
-    ckpt.model.eval()
-    return ckpt.model, ckpt.tokenizer
-
-
-def pretrained_path(
-    name: str, *, cache_dir: str | os.PathLike | None = None
-) -> Path:
-    """Where the checkpoint of recipe ``name`` is cached (it may not exist
-    yet)."""
-    if name not in RECIPES:
-        raise ValueError(
-            f"pretrained: unknown model {name!r}; the recipes are "
-            f"{sorted(RECIPES)}"
-        )
-    return (
-        resolve_cache_dir(cache_dir) / f"{name}-{RECIPES[name].fingerprint()}"
-    )
+            x, y = get_batch(train_ids, block, c.batch_size, run.generator)
+            batch = x[run.rows].to(device), y[run.rows].to(device)
+            loss = _step(run, batch, lr, to_clip, c, step, out)
+            history.record(step, loss, lr, offset + time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if out and (step + 1) % every == 0 and step + 1 < c.max_iters:
+                _save(out, model, step + 1, run.rank == 0, **saved)
+    evaluate(c.max_iters)
+    if out is not None:
+        _save(out, model, c.max_iters, run.rank == 0, **saved)
+    if run.world > 1:
+        dist.barrier()  # no process returns before the last checkpoint
+    return history

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import os
 import random
 import sys
@@ -15,7 +16,7 @@ import torch
 from tqdm import std as _tqdm_std
 
 # %% auto #0
-__all__ = ['set_seed', 'patch_to', 'progress']
+__all__ = ['set_seed', 'check_int', 'check_number', 'patch_to', 'progress']
 
 # %% ../chapters/00-start/01-setup.ipynb #2c26d040
 def set_seed(seed: int) -> None:
@@ -26,6 +27,43 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+# %% ../chapters/00-start/01-setup.ipynb #22d310cc
+def check_int(name: str, value: Any, low: int = 0, where: str = "") -> int:
+    """``value`` if it is an int (not a bool) of at least ``low``; otherwise
+    a ValueError that names ``where`` (the function or class checking),
+    ``name`` and what was given."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(
+            f"{prefix}{name} must be an int >= {low}, got {value!r}"
+        )
+    return value
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float = 0.0,
+    where: str = "",
+    *,
+    above: bool = False,
+) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) of at
+    least ``low`` (greater than ``low`` if ``above``); otherwise a
+    ValueError, like :func:`check_int`'s."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (
+        ok
+        and math.isfinite(value)
+        and (value > low if above else value >= low)
+    ):
+        return float(value)
+    prefix = f"{where}: " if where else ""
+    bound = f"> {low}" if above else f">= {low}"
+    raise ValueError(
+        f"{prefix}{name} must be a finite number {bound}, got {value!r}"
+    )
 
 # %% ../chapters/00-start/01-setup.ipynb #17b1c341
 def patch_to(cls: type) -> Callable[[Any], Any]:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import bench_train as bt  # noqa: E402
 
 from gptlib.model import GPT, GPTConfig  # noqa: E402
-from gptlib.train import TrainConfig, train  # noqa: E402
+from gptlib.train import train, TrainConfig  # noqa: E402
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
 

@@ -89,8 +89,9 @@ def test_notebook_has_goals_time_and_exercises(nb):
     assert "```{exercise}" in md and "```{solution-start}" in md and "```{solution-end}" in md
 
 
-def _module_position() -> dict[str, int]:
-    return {m: i for i, nb in enumerate(NOTEBOOKS) if (m := export_gptlib.module_of(nb))}
+def _module_position() -> dict[str, tuple[int, int]]:
+    """Each module's place in the book: (its notebook's index, its order among that notebook's modules)."""
+    return {m: (i, k) for i, nb in enumerate(NOTEBOOKS) for k, m in enumerate(export_gptlib.modules_of(nb))}
 
 
 IMPORT = re.compile(r"^\s*(?:from\s+gptlib\.(\w+)\s+import|from\s+gptlib\s+import\s+([\w, ]+)|import\s+gptlib\.(\w+))", re.MULTILINE)
@@ -104,20 +105,54 @@ def _imported_modules(code: str) -> set[str]:
 
 
 def test_notebooks_import_only_earlier_modules():
+    # a notebook may import the modules of earlier notebooks, and (in the cells of one of its modules)
+    # another module it exports itself
     position = _module_position()
     for i, nb in enumerate(NOTEBOOKS):
         for mod in _imported_modules("\n".join(_code(nb))):
             assert mod in position, f"{nb.name} imports gptlib.{mod}, which no notebook exports"
-            assert position[mod] < i, f"{nb.name} imports gptlib.{mod}, exported by the later {NOTEBOOKS[position[mod]].name}"
+            j = position[mod][0]
+            assert j <= i, f"{nb.name} imports gptlib.{mod}, exported by the later {NOTEBOOKS[j].name}"
 
 
 def test_library_modules_import_only_earlier_modules():
+    # a module may import those of earlier notebooks, and other modules of its own notebook as long as
+    # those imports form no cycle
     position = _module_position()
-    for mod, i in position.items():
+    deps = {}
+    for mod, (i, _) in position.items():
         code = (ROOT / "gptlib" / f"{mod}.py").read_text(encoding="utf-8")
-        code = code.replace("from .", "from gptlib.")
-        for dep in _imported_modules(code):
-            assert dep in position and position[dep] < i, f"gptlib.{mod} imports gptlib.{dep}, which is not exported earlier"
+        deps[mod] = _imported_modules(code.replace("from .", "from gptlib."))
+        for dep in deps[mod]:
+            assert dep in position and position[dep][0] <= i, f"gptlib.{mod} imports gptlib.{dep}, which is not exported earlier"
+    done: set[str] = set()
+
+    def visit(mod: str, path: tuple[str, ...]) -> None:
+        assert mod not in path, f"gptlib modules import each other in a cycle: {' -> '.join(path + (mod,))}"
+        if mod not in done:
+            for dep in deps[mod]:
+                if position[dep][0] == position[mod][0]:
+                    visit(dep, path + (mod,))
+            done.add(mod)
+
+    for mod in deps:
+        visit(mod, ())
+
+
+def test_one_notebook_can_export_several_modules(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": src, "metadata": {}, "outputs": [], "execution_count": None,
+                     "id": f"c{k}"} for k, src in enumerate([
+        "#| default_exp first", "#| export\ndef f():\n    return 1",
+        "#| export second\nfrom gptlib.first import f", "#| export second\ndef g():\n    return f() + 1"])],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "chapters").mkdir()
+    path = tmp_path / "chapters" / "01-x.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    assert export_gptlib.modules_of(path) == ["first", "second"]
+    assert export_gptlib.export(tmp_path, root=tmp_path) == ["first", "second"]
+    second = (tmp_path / "gptlib" / "second.py").read_text(encoding="utf-8")
+    assert "from .first import f" in second and "def g()" in second and "def f()" not in second
+    assert "def g()" not in (tmp_path / "gptlib" / "first.py").read_text(encoding="utf-8")
 
 
 def test_gptlib_matches_the_notebooks():

@@ -18,7 +18,9 @@ from safetensors.torch import load_file, save_file
 
 import gptlib.distributed as gd
 from gptlib.model import GPT, GPTConfig
-from gptlib.train import RECIPES, TrainConfig, load_checkpoint, train
+from gptlib.checkpoint import load_checkpoint
+from gptlib.train import train, TrainConfig
+from gptlib.zoo import RECIPES
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -148,7 +150,7 @@ def test_the_command_line_under_torchrun(tmp_path):
     assert "2 process(es) on cpu: 2 steps, " in result.stdout and "ms per step (median)" in result.stdout
     ckpt = load_checkpoint(out)
     assert ckpt.step == 2 and ckpt.config.n_layer == 1 and ckpt.tokenizer is not None
-    assert ckpt.train_config.batch_size == 4 and ckpt.train_config.max_iters == 2
+    assert ckpt.train_config["batch_size"] == 4 and ckpt.train_config["max_iters"] == 2
 
 
 # --- devices ---------------------------------------------------------------------------------------------

@@ -14,12 +14,16 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import gptlib.checkpoint as gc
 import gptlib.train as gt
+import gptlib.zoo as gz
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizer import BPETokenizer, CharTokenizer
-from gptlib.train import (Checkpoint, History, NonFiniteLossError, Recipe, TrainConfig, configure_optimizer,
-                          estimate_loss, get_batch, learning_rate, load_checkpoint, pretrained, pretrained_path,
-                          save_checkpoint, train)
+from gptlib.batches import get_batch
+from gptlib.checkpoint import Checkpoint, History, load_checkpoint, save_checkpoint
+from gptlib.metrics import estimate_loss
+from gptlib.train import configure_optimizer, learning_rate, NonFiniteLossError, train, TrainConfig
+from gptlib.zoo import pretrained, pretrained_path, Recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
@@ -118,110 +122,7 @@ def test_the_fused_adamw_kernel_is_the_default_on_cpu_and_takes_the_same_step():
     assert not _same_weights(fused, _model(dataclasses.replace(TINY, dropout=0.0)))  # it did take a step
 
 
-def _steps(flat: bool, steps: int = 4, clip: float | None = None, config: GPTConfig = TINY):
-    model = _model(dataclasses.replace(config, dropout=0.0))
-    opt = configure_optimizer(model, 1e-2, 0.1, flat=flat)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    batches = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x, y = get_batch(_ids(), 16, 4, batches)
-        model(x, y)[1].backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return model, opt
-
-
-def test_flat_adamw_puts_each_group_in_one_buffer_of_views():
-    model = _model()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = configure_optimizer(model, 1e-3, 0.1, flat=True)
-    assert isinstance(opt, gt.FlatAdamW) and [len(g["params"]) for g in opt.param_groups] == [1, 1]
-    buffers = [g["params"][0] for g in opt.param_groups]
-    assert sum(b.numel() for b in buffers) == model.num_params()
-    group_of = {id(p): g for g, members in enumerate(opt._members) for p in members}
-    for name, p in model.named_parameters():
-        buffer = buffers[group_of[id(p)]]
-        assert p.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr(), name
-        assert p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr(), name
-        assert torch.equal(p, before[name]) and not p.grad.any()
-    assert model.lm_head.weight is model.transformer.wte.weight  # the tie survives
-    buffers[0].data.add_(1.0)  # writing the buffer writes the parameters
-    assert torch.equal(model.transformer.wte.weight, before["transformer.wte.weight"] + 1.0)
-
-
-def test_flat_adamw_takes_the_per_tensor_steps():
-    (flat, _), (per_tensor, _) = _steps(True), _steps(False)
-    assert _same_weights(flat, per_tensor)  # without clipping every number is computed the same way
-    (flat, _), (per_tensor, _) = _steps(True, clip=0.1), _steps(False, clip=0.1)
-    gap = max((a - b).abs().max().item() for a, b in zip(flat.parameters(), per_tensor.parameters()))
-    assert gap < 1e-5  # the norm is summed in another order
-    assert not _same_weights(flat, _steps(True, clip=None)[0])  # clipping at 0.1 did change the steps
-
-
-def test_zero_grad_keeps_the_gradients_as_views_of_the_buffer():
-    model, opt = _steps(True, steps=1)
-    buffer = opt.param_groups[0]["params"][0]
-    p = model.transformer.wte.weight
-    assert p.grad is not None and p.grad.untyped_storage().data_ptr() == buffer.grad.untyped_storage().data_ptr()
-    assert not buffer.grad.any()
-    x, y = get_batch(_ids(), 16, 4, torch.Generator().manual_seed(5))
-    model(x, y)[1].backward()
-    assert buffer.grad.any() and torch.equal(buffer.grad[: p.numel()].view(p.shape), p.grad)
-
-
-def test_flat_and_per_tensor_state_dicts_are_interchangeable():
-    flat, opt_flat = _steps(True, steps=3)
-    per_tensor, opt_per = _steps(False, steps=3)
-    sd_flat, sd_per = opt_flat.state_dict(), opt_per.state_dict()
-    assert [g["params"] for g in sd_flat["param_groups"]] == [g["params"] for g in sd_per["param_groups"]]
-    assert sd_flat["state"].keys() == sd_per["state"].keys()
-    for i, state in sd_per["state"].items():
-        assert all(torch.equal(state[k], sd_flat["state"][i][k]) for k in state)
-    # each optimizer resumes from the other's state: one more step, same weights
-    fresh_flat = _model(dataclasses.replace(TINY, dropout=0.0))
-    fresh_flat.load_state_dict(per_tensor.state_dict())
-    fresh_opt = configure_optimizer(fresh_flat, 1e-2, 0.1, flat=True)
-    fresh_opt.load_state_dict(sd_per)
-    fresh_per = _model(dataclasses.replace(TINY, dropout=0.0))
-    fresh_per.load_state_dict(flat.state_dict())
-    fresh_per_opt = configure_optimizer(fresh_per, 1e-2, 0.1)
-    fresh_per_opt.load_state_dict(sd_flat)
-    x, y = get_batch(_ids(), 16, 4, torch.Generator().manual_seed(9))
-    for model, opt in ((fresh_flat, fresh_opt), (fresh_per, fresh_per_opt), (per_tensor, opt_per)):
-        model(x, y)[1].backward()
-        opt.step()
-    assert _same_weights(fresh_flat, per_tensor) and _same_weights(fresh_per, per_tensor)
-
-
-def test_flat_adamw_rejects_states_and_parameters_it_cannot_hold():
-    model = _model()
-    opt = configure_optimizer(model, 1e-3, 0.1, flat=True)
-    other = configure_optimizer(_model(dataclasses.replace(TINY, n_layer=1)), 1e-3, 0.1)
-    with pytest.raises(ValueError, match=r"groups of \[\d+, \d+\] parameters, this optimizer groups of"):
-        opt.load_state_dict(other.state_dict())
-    mixed = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))]
-    with pytest.raises(ValueError, match="one floating-point dtype and one device"):
-        gt.FlatAdamW(mixed, lr=1e-3)
-    shared = torch.nn.Parameter(torch.zeros(3))
-    with pytest.raises(ValueError, match="lists a parameter twice"):
-        gt.FlatAdamW([{"params": [shared]}, {"params": [shared]}], lr=1e-3)
-    with pytest.raises(ValueError, match="requires grad"):
-        gt.FlatAdamW([torch.nn.Parameter(torch.zeros(3), requires_grad=False)], lr=1e-3)
-
-
-def test_release_gives_the_parameters_their_own_memory_back():
-    model, opt = _steps(True, steps=2)
-    values = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt.release()
-    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    assert len(storages) == len(list(model.parameters()))
-    assert all(p.grad is None and torch.equal(p, values[n]) for n, p in model.named_parameters())
-    assert model.lm_head.weight is model.transformer.wte.weight
-
-
-def test_train_uses_a_flat_optimizer_and_leaves_an_ordinary_model():
+def test_train_uses_fused_adamw_and_leaves_an_ordinary_model():
     model = _model()
     seen = {}
     original = gt.configure_optimizer
@@ -235,7 +136,8 @@ def test_train_uses_a_flat_optimizer_and_leaves_an_ordinary_model():
         train(model, _ids(), _ids(seed=1), dataclasses.replace(TINY_TRAIN, max_iters=3), show_progress=False)
     finally:
         gt.configure_optimizer = saved
-    assert isinstance(seen["optimizer"], gt.FlatAdamW)
+    opt = seen["optimizer"]
+    assert type(opt) is torch.optim.AdamW and opt.defaults["fused"] is True
     assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == len(list(model.parameters()))
     assert all(p.grad is None for p in model.parameters())
 
@@ -365,7 +267,7 @@ def test_checkpoint_round_trip(tmp_path, tokenizer):
     path, model, opt, gen, cfg, history = _checkpoint(tmp_path, tokenizer)
     rng = torch.get_rng_state()
     ck = load_checkpoint(path)
-    assert isinstance(ck, Checkpoint) and ck.config == TINY and ck.step == 12 and ck.train_config == cfg
+    assert isinstance(ck, Checkpoint) and ck.config == TINY and ck.step == 12 and TrainConfig.from_dict(ck.train_config) == cfg
     assert _same_weights(ck.model, model)
     assert ck.model.lm_head.weight is ck.model.transformer.wte.weight  # still tied after loading
     assert ck.history == history and torch.equal(ck.torch_rng_state, rng)
@@ -456,7 +358,7 @@ def _rewrite(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
     save_file(tensors, path / "model.safetensors")
     meta = json.loads((path / "checkpoint.json").read_text())
-    meta["sha256"]["model.safetensors"] = gt._sha256(path / "model.safetensors")
+    meta["sha256"]["model.safetensors"] = gc._sha256(path / "model.safetensors")
     (path / "checkpoint.json").write_text(json.dumps(meta))
 
 
@@ -551,27 +453,27 @@ TINY_RECIPE = Recipe("char", dict(block_size=16, n_layer=1, n_head=2, n_embd=16)
 
 
 def test_the_books_recipes_exist():
-    assert {"shakespeare-char", "shakespeare-bpe"} <= set(gt.RECIPES)
-    r = gt.RECIPES["shakespeare-char"]
+    assert {"shakespeare-char", "shakespeare-bpe"} <= set(gz.RECIPES)
+    r = gz.RECIPES["shakespeare-char"]
     assert dict(r.model) == dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
-    assert r.tokenizer == "char" and gt.RECIPES["shakespeare-bpe"].tokenizer == "bpe"
+    assert r.tokenizer == "char" and gz.RECIPES["shakespeare-bpe"].tokenizer == "bpe"
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         pretrained("nope")
 
 
 def test_cache_dir_from_argument_environment_or_home(tmp_path, monkeypatch):
     monkeypatch.setenv("GPTLIB_CACHE", str(tmp_path / "env"))
-    assert gt.resolve_cache_dir() == tmp_path / "env"
-    assert gt.resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert gz.resolve_cache_dir() == tmp_path / "env"
+    assert gz.resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("GPTLIB_CACHE")
-    assert gt.resolve_cache_dir() == Path.home() / ".cache" / "gptlib"
+    assert gz.resolve_cache_dir() == Path.home() / ".cache" / "gptlib"
 
 
 def test_pretrained_trains_once_then_loads(tmp_path, monkeypatch):
-    monkeypatch.setitem(gt.RECIPES, "tiny-test", TINY_RECIPE)
+    monkeypatch.setitem(gz.RECIPES, "tiny-test", TINY_RECIPE)
     calls = []
-    real = gt.train_recipe
-    monkeypatch.setattr(gt, "train_recipe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = gz.train_recipe
+    monkeypatch.setattr(gz, "train_recipe", lambda *a, **k: calls.append(1) or real(*a, **k))
     m1, tok1 = pretrained("tiny-test", cache_dir=tmp_path, show_progress=False)
     m2, tok2 = pretrained("tiny-test", cache_dir=tmp_path, show_progress=False)
     assert len(calls) == 1 and _same_weights(m1, m2) and tok1.chars == tok2.chars and not m1.training
@@ -582,27 +484,28 @@ def test_pretrained_trains_once_then_loads(tmp_path, monkeypatch):
 
 
 def test_a_changed_recipe_gets_its_own_cache_entry(monkeypatch, tmp_path):
-    monkeypatch.setitem(gt.RECIPES, "tiny-test", TINY_RECIPE)
+    monkeypatch.setitem(gz.RECIPES, "tiny-test", TINY_RECIPE)
     a = pretrained_path("tiny-test", cache_dir=tmp_path)
-    monkeypatch.setitem(gt.RECIPES, "tiny-test", dataclasses.replace(TINY_RECIPE, seed=1))
+    monkeypatch.setitem(gz.RECIPES, "tiny-test", dataclasses.replace(TINY_RECIPE, seed=1))
     assert pretrained_path("tiny-test", cache_dir=tmp_path) != a
 
 
 def test_two_processes_share_one_training(tmp_path):
     script = textwrap.dedent(f"""
         import sys, torch
-        import gptlib.train as gt
-        from gptlib.train import Recipe, TrainConfig
-        gt.RECIPES["tiny-test"] = Recipe("char", dict(block_size=16, n_layer=1, n_head=2, n_embd=16),
+        import gptlib.zoo as gz
+        from gptlib.train import TrainConfig
+        from gptlib.zoo import Recipe
+        gz.RECIPES["tiny-test"] = Recipe("char", dict(block_size=16, n_layer=1, n_head=2, n_embd=16),
             TrainConfig(max_iters=30, batch_size=4, warmup_iters=2, eval_interval=10, eval_iters=2),
             max_chars=20_000)
-        real = gt.train_recipe
+        real = gz.train_recipe
         def counted(*a, **k):
             with open({str(tmp_path / "trained.txt")!r}, "a") as f:
                 f.write("x")
             return real(*a, **k)
-        gt.train_recipe = counted
-        model, tok = gt.pretrained("tiny-test", show_progress=False)
+        gz.train_recipe = counted
+        model, tok = gz.pretrained("tiny-test", show_progress=False)
         print(sum(float(p.double().sum()) for p in model.parameters()))
     """)
     env = {**os.environ, "GPTLIB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
@@ -630,7 +533,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
 
 def test_a_damaged_cache_entry_says_how_to_recover(tmp_path, monkeypatch):
-    monkeypatch.setitem(gt.RECIPES, "tiny-test", TINY_RECIPE)
+    monkeypatch.setitem(gz.RECIPES, "tiny-test", TINY_RECIPE)
     pretrained("tiny-test", cache_dir=tmp_path, show_progress=False)
     weights = pretrained_path("tiny-test", cache_dir=tmp_path) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8])

@@ -2,7 +2,8 @@
 
 Every notebook under ``chapters/`` that declares ``#| default_exp NAME`` becomes
 ``gptlib/NAME.py``; its cells marked ``#| export`` are the module's code (nbdev's
-syntax and exporter). One notebook owns one module.
+syntax and exporter). A cell marked ``#| export OTHER`` goes to ``gptlib/OTHER.py`` instead, so one
+notebook can teach several small modules; each module has exactly one notebook.
 
     python tools/export_gptlib.py            # rewrite gptlib/ in place
     python tools/export_gptlib.py --check    # exit 1 if gptlib/ differs from the notebooks
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LIB = "gptlib"
 DEFAULT_EXP = re.compile(r"^\s*#\|\s*default_exp\s+(\S+)", re.MULTILINE)
+NAMED_EXP = re.compile(r"^\s*#\|\s*export\s+(\w+)\s*$", re.MULTILINE)
 
 INIT = '''"""gptlib: the library that the book "GPT from Scratch" builds, one notebook at a time.
 
@@ -50,18 +52,45 @@ def module_of(nb: Path) -> str | None:
     return names.pop() if names else None
 
 
+def modules_of(nb: Path) -> list[str]:
+    """Every module a notebook writes: its ``#| default_exp`` first, then each ``#| export NAME``."""
+    default = module_of(nb)
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    named: list[str] = []
+    for c in cells:
+        if c["cell_type"] == "code":
+            for m in NAMED_EXP.findall("".join(c["source"])):
+                if m not in named and m != default:
+                    named.append(m)
+    if named and default is None:
+        raise SystemExit(f"{nb}: '#| export NAME' needs a '#| default_exp' in the same notebook")
+    return ([default] if default else []) + named
+
+
+def _module_maker():
+    from nbdev.maker import ModuleMaker
+
+    class NewModule(ModuleMaker):
+        """nbdev writes a ``#| export NAME`` module into an existing file of another notebook's;
+        here every module belongs to one notebook, so each is written afresh."""
+
+        def __init__(self, *args, **kwargs):
+            kwargs["is_new"] = True
+            super().__init__(*args, **kwargs)
+
+    return NewModule
+
+
 def export(dest_root: Path, root: Path = ROOT) -> list[str]:
     """Write ``dest_root/gptlib`` from the notebooks under ``root``; returns the module names."""
     from nbdev.export import nb_export  # imported here so `--help` works without nbdev
 
     owners: dict[str, Path] = {}
     for nb in notebooks(root):
-        mod = module_of(nb)
-        if mod is None:
-            continue
-        if mod in owners:
-            raise SystemExit(f"module {mod!r} is exported by both {owners[mod]} and {nb}")
-        owners[mod] = nb
+        for mod in modules_of(nb):
+            if mod in owners:
+                raise SystemExit(f"module {mod!r} is exported by both {owners[mod]} and {nb}")
+            owners[mod] = nb
     lib = dest_root / LIB
     lib.mkdir(parents=True, exist_ok=True)
     # nbdev writes each notebook's path relative to the library folder into the module header;
@@ -69,8 +98,9 @@ def export(dest_root: Path, root: Path = ROOT) -> list[str]:
     cwd = os.getcwd()
     os.chdir(dest_root)
     try:
-        for mod, nb in owners.items():
-            nb_export(str(Path("chapters") / nb.relative_to(root / "chapters")), lib_path=LIB)
+        maker = _module_maker()
+        for nb in dict.fromkeys(owners.values()):
+            nb_export(str(Path("chapters") / nb.relative_to(root / "chapters")), lib_path=LIB, mod_maker=maker)
     finally:
         os.chdir(cwd)
     mods = sorted(owners)
