@@ -18,13 +18,34 @@ on the same characters.
    the compilation happens in the first step, which is not timed, and its time is printed.
 3. Model FLOP utilisation: 6N + 12 L T d FLOPs per token (forward + backward) over the time per step,
    against a float32 matmul measured in the same run.
+4. ``--optimizers`` (nothing else runs then): what ``FlatAdamW`` saves of a **whole training step**. Our GPT,
+   the same initial weights and the same batches, stepped the way ``train`` steps it (the batch, forward,
+   the loss's ``.item()``, backward, clip to norm 1, AdamW step, ``zero_grad``), with
+   ``flat``: ``configure_optimizer(..., flat=True)``, clipping the flat parameters of its ``param_groups``
+   as ``train`` did (where gptlib no longer has ``flat``: ``BenchFlatAdamW``, a copy of its layout);
+   ``fused``: ``torch.optim.AdamW(groups, fused=True)`` over the same two groups and
+   ``clip_grad_norm_(model.parameters(), 1.0)``; ``foreach``: the same with ``foreach=True``; and
+   ``fused+fnorm``: fused AdamW with a clip by ``torch._foreach_norm`` (one call for all the norms, one
+   ``_foreach_mul_``), for information. The optimizers take turns in blocks of ``--block`` steps
+   (default 20) for ``--rounds`` rounds (default 7; the order rotates each round; ``--step-by-step``: in
+   a round they take turns step by step), after ``--skip`` untimed warm-up steps each; on ``--threads``
+   threads (default 2 in this mode). Two shapes: the
+   reference (vocab 76, context 64, 4 layers of 128, batch 12, the book's characters) and a BPE-sized one
+   (vocab 1024, context 128, batch 16, random token ids: the time does not depend on which ids).
+   Printed: the median whole step and the median of its part after ``backward`` per optimizer, and
+   flat/fused with the min-max of the per-round ratios (each round: median step over median step), the
+   10th percentile of the whole steps (the least disturbed ones, on a loaded machine) and its ratio; the
+   after-backward saving as a share of the whole step is the less noisy bound on what flat buffers save
+   there (they can change backward's time too, which only the whole step shows).
 
     python bench/bench_train.py                                      # the book's corpus, split by play
     python bench/bench_train.py --text input.txt   # any text file, e.g. nanoGPT's Tiny Shakespeare: 90/10 split
+    python bench/bench_train.py --optimizers                         # FlatAdamW against fused AdamW, whole steps
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import statistics
 import time
@@ -34,7 +55,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptlib.model import GPT, GPTConfig
-from gptlib.train import TrainConfig, estimate_loss, get_batch, learning_rate, train
+from gptlib.batches import get_batch
+from gptlib.metrics import estimate_loss
+from gptlib.train import configure_optimizer, learning_rate, train, TrainConfig
 
 
 # --- the plain reference: a nanoGPT-style model and loop ---------------------------------------------------------
@@ -190,6 +213,163 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+# --- whole training steps with FlatAdamW and with PyTorch's AdamW (--optimizers) --------------------------------
+
+OPTIMIZERS = ("flat", "fused", "foreach", "fused+fnorm")
+
+
+def foreach_norm_clip_(grads: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_``'s arithmetic with one ``_foreach_norm`` and one ``_foreach_mul_`` for all tensors
+    (on a CPU ``clip_grad_norm_`` takes the norms and scales the gradients one tensor at a time)."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+
+
+class BenchFlatAdamW(torch.optim.AdamW):
+    """The layout of the library's former ``FlatAdamW`` (gptlib.train up to commit 2c62ab8), for when
+    ``configure_optimizer`` no longer has ``flat``: each group's parameters become views of one buffer and
+    their gradients views of one gradient buffer, AdamW steps the buffers and ``zero_grad`` zeroes them in
+    place (a gradient set to None would cut the views off)."""
+
+    def __init__(self, groups: list[dict], **kwargs) -> None:
+        flat_groups = []
+        for g in groups:
+            data = torch.cat([p.detach().reshape(-1) for p in g["params"]])
+            grad, offset = torch.zeros_like(data), 0
+            for p in g["params"]:
+                n = p.numel()
+                p.data, p.grad = data[offset:offset + n].view(p.shape), grad[offset:offset + n].view(p.shape)
+                offset += n
+            flat = nn.Parameter(data)
+            flat.grad = grad
+            flat_groups.append({**g, "params": [flat]})
+        super().__init__(flat_groups, **kwargs)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad.zero_()
+
+
+def optimizer_groups(model: nn.Module, tc: TrainConfig) -> list[dict]:
+    """``configure_optimizer``'s two parameter groups (decay on matrices only)."""
+    return [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in
+            configure_optimizer(model, tc.learning_rate, tc.weight_decay, tc.betas, fused=False).param_groups]
+
+
+def flat_optimizer(model: nn.Module, tc: TrainConfig) -> tuple[torch.optim.AdamW, str]:
+    """``configure_optimizer(..., flat=True)`` where gptlib still has it, else :class:`BenchFlatAdamW` (fused
+    kernel, as the library's was); and which of the two it is."""
+    if "flat" in inspect.signature(configure_optimizer).parameters:
+        return (configure_optimizer(model, tc.learning_rate, tc.weight_decay, tc.betas, flat=True),
+                "gptlib's configure_optimizer(flat=True)")
+    return (BenchFlatAdamW(optimizer_groups(model, tc), lr=tc.learning_rate, betas=tc.betas, fused=True),
+            "BenchFlatAdamW (gptlib has no flat=True any more)")
+
+
+class OptimizerStepper:
+    """Our GPT trained with one of ``OPTIMIZERS``, one step of ``train``'s loop per call (timed)."""
+
+    def __init__(self, kind: str, config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor) -> None:
+        torch.manual_seed(tc.seed)
+        self.model = GPT(config).train()
+        self.kind, self.tc, self.train_ids, self.T = kind, tc, train_ids, config.block_size
+        if kind == "flat":
+            self.optimizer, self.source = flat_optimizer(self.model, tc)
+            self.to_clip = [p for g in self.optimizer.param_groups for p in g["params"]]  # as train did
+        else:  # configure_optimizer's two groups, handed to torch.optim.AdamW
+            fast = {"foreach": True} if kind == "foreach" else {"fused": True}
+            self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, tc), lr=tc.learning_rate,
+                                               betas=tc.betas, **fast)
+            self.source = f"torch.optim.AdamW({next(iter(fast))}=True)"
+            self.to_clip = list(self.model.parameters())
+        self.generator = torch.Generator().manual_seed(tc.seed)  # the same batches for every optimizer
+        self.it = 0
+        self.seconds: list[float] = []  # whole steps
+        self.after: list[float] = []  # the part after backward: clip + step + zero_grad
+        self.losses: list[float] = []
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        lr = learning_rate(self.it, self.tc)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x, y = get_batch(self.train_ids, self.T, self.tc.batch_size, self.generator)
+        _, loss = self.model(x, y)
+        self.losses.append(loss.item())
+        loss.backward()
+        t1 = time.perf_counter()
+        if self.kind == "fused+fnorm":
+            foreach_norm_clip_([p.grad for p in self.to_clip if p.grad is not None], self.tc.grad_clip)
+        else:
+            nn.utils.clip_grad_norm_(self.to_clip, self.tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        t2 = time.perf_counter()
+        self.it += 1
+        self.seconds.append(t2 - t0)
+        self.after.append(t2 - t1)
+
+
+def compare_optimizers(config: GPTConfig, tc: TrainConfig, train_ids: torch.Tensor, rounds: int, block: int,
+                       skip: int, kinds: tuple[str, ...] = OPTIMIZERS,
+                       step_by_step: bool = False) -> dict[str, OptimizerStepper]:
+    """``skip`` untimed steps of each optimizer, then ``rounds`` rounds of ``block`` steps of each in turn
+    (round r starts with ``kinds[r % len(kinds)]``; ``step_by_step``: in a round they take turns step by
+    step instead of block by block). Returns the steppers; their timed steps come after the first ``skip``."""
+    steppers = {k: OptimizerStepper(k, config, tc, train_ids) for k in kinds}
+    for s in steppers.values():
+        for _ in range(skip):
+            s.step()
+    for r in range(rounds):
+        order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+        if step_by_step:
+            for _ in range(block):
+                for k in order:
+                    steppers[k].step()
+        else:
+            for k in order:
+                for _ in range(block):
+                    steppers[k].step()
+    return steppers
+
+
+def report_optimizers(name: str, config: GPTConfig, steppers: dict[str, OptimizerStepper], rounds: int,
+                      block: int, skip: int, step_by_step: bool = False) -> None:
+    def per_round(k: str) -> list[float]:
+        s = steppers[k].seconds[skip:]
+        return [statistics.median(s[r * block:(r + 1) * block]) for r in range(rounds)]
+
+    n = sum(p.numel() for p in steppers["fused"].model.parameters())
+    order = "step by step" if step_by_step else "block by block"
+    print(f"{name}: vocab {config.vocab_size}, context {config.block_size}, {config.n_layer} layers of "
+          f"{config.n_embd}, batch {steppers['fused'].tc.batch_size}, {n:,} parameters; "
+          f"{rounds} rounds of {block} steps each ({order}) after {skip} warm-up steps, "
+          f"{torch.get_num_threads()} threads")
+    def fastest_tenth(k: str) -> float:  # the least disturbed steps: closest to a quiet machine's time
+        s = steppers[k].seconds[skip:]
+        return statistics.quantiles(s, n=10, method="inclusive")[0] if len(s) > 1 else s[0]
+
+    print(f"  flat: {steppers['flat'].source}")
+    fused = statistics.median(steppers["fused"].seconds[skip:])
+    for k, s in steppers.items():
+        whole, after = statistics.median(s.seconds[skip:]), statistics.median(s.after[skip:])
+        ratios = [a / b for a, b in zip(per_round(k), per_round("fused"))]
+        gap = max(abs(a - b) for a, b in zip(s.losses, steppers["fused"].losses))
+        print(f"  {k:12s} whole step {whole * 1e3:6.2f} ms, after backward {after * 1e3:5.2f} ms "
+              f"({after / whole:5.1%}); /fused {whole / fused:.3f} (per round {min(ratios):.3f}-{max(ratios):.3f}); "
+              f"10th percentile {fastest_tenth(k) * 1e3:6.2f} ms, "
+              f"/fused {fastest_tenth(k) / fastest_tenth('fused'):.3f}; "
+              f"largest loss gap to fused {gap:.1e}")
+    ratios = [a / b for a, b in zip(per_round("flat"), per_round("fused"))]
+    saved = 1 - statistics.median(steppers["flat"].seconds[skip:]) / fused
+    after = {k: statistics.median(steppers[k].after[skip:]) for k in ("flat", "fused")}
+    print(f"  FlatAdamW saves {saved:.1%} of a whole step against fused AdamW "
+          f"(per round {1 - max(ratios):.1%} to {1 - min(ratios):.1%}; 5% is the bar); after backward it saves "
+          f"{(after['fused'] - after['flat']) * 1e3:.2f} ms, {(after['fused'] - after['flat']) / fused:.1%} of "
+          f"fused's whole step")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", help="a text file (split 90/10 like nanoGPT); default: the book's corpus split by play")
@@ -204,7 +384,19 @@ def main() -> None:
                     help="compile our model's forward with torch.compile (the compilation itself is not timed)")
     ap.add_argument("--interleave", type=int, default=300,
                     help="also time N steps of each, alternating step by step (default 300; 0: off)")
+    ap.add_argument("--optimizers", action="store_true",
+                    help="only time whole steps with FlatAdamW, fused and foreach AdamW (see 4. above)")
+    ap.add_argument("--rounds", type=int, default=7, help="--optimizers: rounds of blocks (default 7)")
+    ap.add_argument("--block", type=int, default=20, help="--optimizers: steps per block (default 20)")
+    ap.add_argument("--shapes", default="reference,bpe", help="--optimizers: reference, bpe or both (default)")
+    ap.add_argument("--kinds", default=",".join(OPTIMIZERS),
+                    help=f"--optimizers: which of {','.join(OPTIMIZERS)} (default all; flat and fused are needed)")
+    ap.add_argument("--step-by-step", action="store_true",
+                    help="--optimizers: in each round the optimizers take turns step by step, not block by block")
     args = ap.parse_args()
+    if args.optimizers:
+        optimizers_main(args)
+        return
     block = 20
     if args.interleave and args.interleave < args.skip + 2 * block + 1:
         ap.error(f"--interleave must be 0 or at least --skip + {2 * block + 1} = {args.skip + 2 * block + 1} "
@@ -281,6 +473,37 @@ def main() -> None:
         lo = estimate_loss(ours_model, val_ids, config.block_size, tc.batch_size, tc.eval_iters, seed=12345)
         print(f"seed {seed}, {args.full_iters} iterations: plain {t_plain:.1f} s, val loss {lp:.4f}; "
               f"ours {t_ours:.1f} s, val loss {lo:.4f} (same {args.eval_iters} validation batches)")
+
+
+def optimizers_main(args: argparse.Namespace) -> None:
+    """``--optimizers``: both shapes, each on its own data."""
+    kinds, wanted = tuple(args.kinds.split(",")), set(args.shapes.split(","))
+    if args.rounds < 1 or args.block < 1 or args.skip < 0:
+        raise SystemExit("--optimizers needs --rounds >= 1, --block >= 1 and --skip >= 0")
+    if not {"flat", "fused"} <= set(kinds) <= set(OPTIMIZERS) or not wanted or not wanted <= {"reference", "bpe"}:
+        raise SystemExit(f"--kinds: flat, fused and any of {OPTIMIZERS}; --shapes: reference and/or bpe")
+    torch.set_num_threads(args.threads or 2)
+    from gptlib.data import shakespeare_split
+    text = "".join(shakespeare_split())
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    char_ids = torch.tensor([stoi[c] for c in text[:1_000_000]])
+    bpe_ids = torch.randint(1024, (1_000_000,), generator=torch.Generator().manual_seed(0))
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    shapes = (("reference", GPTConfig(vocab_size=len(chars), block_size=64, n_layer=4, n_head=4, n_embd=128,
+                                      dropout=0.0), 12, char_ids),
+              ("BPE-sized", GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                                      dropout=0.0), 16, bpe_ids))
+    for name, config, batch, ids in shapes:
+        if {"reference": "reference", "BPE-sized": "bpe"}[name] not in wanted:
+            continue
+        steps = args.skip + args.rounds * args.block
+        tc = TrainConfig(max_iters=steps, seed=0, batch_size=batch, learning_rate=1e-3, min_lr=1e-4,
+                         warmup_iters=100, lr_decay_iters=max(steps, 100), betas=(0.9, 0.99), weight_decay=0.1,
+                         grad_clip=1.0, eval_interval=10 ** 9, eval_iters=1)
+        steppers = compare_optimizers(config, tc, ids, args.rounds, args.block, args.skip, kinds,
+                                      step_by_step=args.step_by_step)
+        report_optimizers(name, config, steppers, args.rounds, args.block, args.skip, args.step_by_step)
 
 
 if __name__ == "__main__":
